@@ -1,0 +1,73 @@
+"""The ELBO as Pyro computes it (`TraceMeanField_ELBO`), also split per sequence into its terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import TraceMeanField_ELBO
+from torch.distributions import kl_divergence
+
+
+@dataclass
+class ElboTerms:
+    """Per-sequence ELBO terms, each (B,), in nats; differentiable.
+
+    Attributes:
+        reconstruction: E_q[log p(x | z)] (single- or few-sample estimate).
+        kl: KL(q || p): analytic where Pyro's registry has it, Monte Carlo otherwise.
+    """
+
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.reconstruction - self.kl
+
+
+def _per_sequence(value: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Sum a site's per-element term to (B,); a batch-free term is shared equally."""
+    if value.dim() == 0:
+        return value.expand(batch_size) / batch_size
+    return value.reshape(batch_size, -1).sum(-1)
+
+
+class LatentELBO(TraceMeanField_ELBO):
+    """Pyro's mean-field ELBO with a `terms` method giving reconstruction and KL per sequence.
+
+    `terms(...)` runs the same traces and the same KL rules as `differentiable_loss`, so
+    `-terms(...).elbo.sum()` equals `differentiable_loss(...)` for the same noise draw.
+    """
+
+    def terms(self, model, guide, *args, **kwargs) -> ElboTerms:
+        """Per-sequence reconstruction and KL, averaged over `num_particles` draws."""
+        batch = args[0].shape[0]
+        recon = kl = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            r, k = self._particle_terms(model_trace, guide_trace, batch)
+            recon = recon + r / self.num_particles
+            kl = kl + k / self.num_particles
+        zero = torch.zeros(batch)
+        recon = recon if torch.is_tensor(recon) else zero
+        kl = kl if torch.is_tensor(kl) else torch.zeros_like(recon)
+        return ElboTerms(recon, kl)
+
+    @staticmethod
+    def _particle_terms(model_trace, guide_trace, batch: int):
+        recon = kl = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                recon = recon + _per_sequence(site["log_prob"], batch)
+                continue
+            q_site = guide_trace.nodes[name]
+            try:
+                kl_site = kl_divergence(q_site["fn"], site["fn"])
+                kl_site = scale_and_mask(kl_site, scale=q_site["scale"], mask=q_site["mask"])
+            except NotImplementedError:
+                kl_site = q_site["score_parts"].entropy_term - site["log_prob"]
+            kl = kl + _per_sequence(kl_site, batch)
+        return recon, kl

@@ -1,0 +1,67 @@
+"""Decoder configuration: the one dataclass every model family builds its decoder from."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class DecoderConfig:
+    """Shape of a Llama-style decoder, optionally cross-attending to latent thought vectors.
+
+    Attributes:
+        vocab_size: Number of token ids.
+        block_size: Longest sequence (in positions) the model accepts.
+        n_layer: Number of transformer blocks.
+        n_head: Attention heads per block.
+        d_model: Residual stream width.
+        d_ff: SwiGLU hidden width; defaults to 8/3 * d_model rounded up to a multiple of 16.
+        n_latent: Latent vectors N_z per sequence, split evenly over layers (0 = no cross-attention).
+        d_latent: Width of each latent vector; defaults to d_model.
+        window: Sliding self-attention window (tokens a query sees, itself included); None = full.
+        rope_base: RoPE frequency base.
+        norm_eps: RMSNorm epsilon.
+    """
+
+    vocab_size: int = 256
+    block_size: int = 128
+    n_layer: int = 2
+    n_head: int = 4
+    d_model: int = 128
+    d_ff: int | None = None
+    n_latent: int = 0
+    d_latent: int | None = None
+    window: int | None = None
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.d_ff is None:
+            self.d_ff = 16 * ((8 * self.d_model // 3 + 15) // 16)
+        if self.d_latent is None:
+            self.d_latent = self.d_model
+        checks = [
+            (self.vocab_size > 0, "vocab_size must be positive"),
+            (self.block_size > 0, "block_size must be positive"),
+            (self.n_layer > 0, "n_layer must be positive"),
+            (self.d_model % self.n_head == 0, "d_model must be divisible by n_head"),
+            ((self.d_model // self.n_head) % 2 == 0, "head width d_model/n_head must be even (RoPE)"),
+            (self.n_latent >= 0, "n_latent must be >= 0"),
+            (self.n_latent % self.n_layer == 0,
+             f"n_latent={self.n_latent} must split evenly over n_layer={self.n_layer} layers"),
+            (self.window is None or self.window >= 1, "window must be >= 1 or None"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"DecoderConfig: {message}.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def latents_per_layer(self) -> int:
+        return self.n_latent // self.n_layer
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,26 @@
+"""A point-mass prior: the thought is a deterministic (learned) value, KL to itself is zero."""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from priors.base import Prior
+
+
+class DeltaPrior(Prior):
+    """p(z) = Delta(v) with a learned point v (N, D).
+
+    Degenerate: the only guide that gives a finite ELBO is q = p (guide name "prior"); then the KL
+    is zero and the ELBO equals the summed token log-likelihood exactly.
+    """
+
+    is_degenerate = True
+
+    def __init__(self, num_latents: int, latent_dim: int):
+        super().__init__(num_latents, latent_dim)
+        self.value = nn.Parameter(torch.zeros(num_latents, latent_dim))  # (N, D)
+
+    def forward(self, context=None) -> dist.TorchDistribution:
+        return dist.Delta(self.value, event_dim=2)

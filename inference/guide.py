@@ -52,10 +52,16 @@ class LocalGuide(nn.Module):
         """Freeze the fitted local tensors (the slow step treats them as constants)."""
         self.locals = {name: t.detach() for name, t in self.locals.items()}
 
-    def freeze_noise(self) -> None:
-        """Reuse one noise draw in every later call until the next `reset`."""
+    def freeze_noise(self, noise: torch.Tensor | None = None) -> None:
+        """Reuse one noise draw (B, N, D) in every later call until the next `reset`.
+
+        Args:
+            noise: The draw to reuse (e.g. made from per-sequence generators); default: a fresh
+                standard-normal draw from the global RNG.
+        """
         if self.locals:
-            self.fixed_noise = torch.randn_like(next(iter(self.locals.values())))  # (B, N, D)
+            ref = next(iter(self.locals.values()))  # (B, N, D)
+            self.fixed_noise = torch.randn_like(ref) if noise is None else noise.to(ref)
 
     def distribution(self) -> pyro.distributions.TorchDistribution:
         """q(z) for the current batch, batch shape (B,) and event shape (N, D)."""

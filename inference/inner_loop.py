@@ -50,7 +50,8 @@ class InnerLoopConfig:
 
 
 def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerLoopConfig,
-              elbo: LatentELBO | None = None, validate: bool = False) -> list[float]:
+              elbo: LatentELBO | None = None, validate: bool = False,
+              noise: torch.Tensor | None = None) -> list[float]:
     """Reset `guide` for this batch and fit its local tensors with `cfg.steps` fast steps.
 
     Gradients are taken with respect to the local tensors alone (`torch.autograd.grad`), so no
@@ -64,6 +65,7 @@ def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerL
         cfg: Inner-loop settings.
         elbo: Loss object (default: a one-particle `LatentELBO`).
         validate: Run Pyro's argument and support checks (slower).
+        noise: With `cfg.reuse_noise`, the single draw (B, N, D) to reuse (default: fresh).
 
     Returns:
         The ELBO loss (summed over the batch, nats) before each step.
@@ -75,7 +77,7 @@ def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerL
     guide.reset(prior, tokens.shape[0], tokens)
     params = guide.local_parameters()
     if cfg.reuse_noise:
-        guide.freeze_noise()
+        guide.freeze_noise(noise)
     if cfg.steps == 0 or not params:
         return []
     opt = FAST_OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr)

@@ -10,7 +10,7 @@ from inference.sites import LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.config import DecoderConfig
 from ltm.decoder import Decoder
 from ltm.likelihood import TokenSequence
-from priors import Prior, build_prior
+from priors.base import Prior
 
 
 class LatentThoughtModel(nn.Module):
@@ -39,6 +39,8 @@ class LatentThoughtModel(nn.Module):
     def build(cls, cfg: DecoderConfig, prior: str | type = "standard_normal",
               **prior_kwargs) -> LatentThoughtModel:
         """Decoder from `cfg` plus a prior by registry name or `module:Class` path."""
+        from priors import build_prior  # late: priors' registry imports ltm.registry
+
         if cfg.n_latent == 0:
             raise ValueError("a Latent Thought Model needs n_latent > 0 latent vectors.")
         return cls(Decoder(cfg), build_prior(prior, cfg.n_latent, cfg.d_latent, **prior_kwargs))

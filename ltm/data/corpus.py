@@ -1,0 +1,133 @@
+"""Text documents from the embedded corpus, local files, or a hub dataset, via `datasets`.
+
+A `.txt` file gives one document per paragraph (text between blank lines); a `.jsonl`/`.json`,
+`.parquet` or `.csv`/`.tsv` file gives one document per row, read from the `text_field` column.
+Each may be compressed (`.gz`, `.bz2`, `.xz`, `.zst`). A folder is read recursively, files in
+sorted order, ignoring files of other kinds (README.md, SOURCE.md). Hub names go to
+`datasets.load_dataset(name, split="train")` and need a reachable hub.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ltm.data import embedded
+
+_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet",
+             ".csv": "csv", ".tsv": "csv"}
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+_KINDS = ".txt, .jsonl, .json, .parquet, .csv or .tsv (optionally .gz)"
+
+
+def _extension(path: Path) -> str:
+    """The data extension, under any compression suffix: 'a.jsonl.gz' -> '.jsonl'."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def _is_hub_name(name: str) -> bool:
+    """True for 'name' or 'org/name' that is not a local path and has no file extension."""
+    path = Path(name).expanduser()
+    return not (path.exists() or name.startswith((".", "/", "~", "\\")) or name.count("/") > 1
+                or os.sep != "/" and os.sep in name or path.suffix.lower() in (*_BUILDERS, *_COMPRESSIONS))
+
+
+def data_files(dataset: str) -> list[Path]:
+    """The files `dataset` names (a file, or a folder's data files), sorted.
+
+    Raises:
+        FileNotFoundError: The path does not exist.
+        ValueError: An unknown extension, an empty folder, or an empty file.
+    """
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"data path {dataset!r} does not exist; pass an existing file or folder "
+                                f"({_KINDS}), or dataset='embedded' for the built-in corpus.")
+    if path.is_file():
+        if _extension(path) not in _BUILDERS:
+            raise ValueError(f"cannot read data file {dataset!r}: unknown extension "
+                             f"{''.join(path.suffixes)!r}; use {_KINDS}.")
+        files = [path]
+    else:
+        files = sorted((p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                        and _extension(p) in _BUILDERS), key=lambda p: p.relative_to(path).as_posix())
+        if not files:
+            raise ValueError(f"data folder {dataset!r} holds no data files; put {_KINDS} files in it.")
+    empty = [str(p) for p in files if p.stat().st_size == 0]
+    if empty:
+        raise ValueError(f"data file {empty[0]!r} is empty; remove it or fill it with text.")
+    return files
+
+
+def fingerprint(dataset: str) -> dict:
+    """What the documents depend on, for cache keys: file paths, sizes and mtimes (not contents)."""
+    if dataset == "embedded":
+        return embedded.fingerprint()
+    if _is_hub_name(dataset):
+        return {"hub": dataset}
+    files = data_files(dataset)
+    return {"files": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
+
+
+def _column(ds, text_field: str, source: str) -> list[str]:
+    if text_field not in ds.column_names:
+        raise ValueError(f"dataset {source!r} has no column {text_field!r}; its columns are "
+                         f"{ds.column_names}: set text_field to the one holding the text.")
+    return [t for t in ds[text_field] if isinstance(t, str) and t.strip()]
+
+
+def _load_file(path: Path, text_field: str, cache_dir: Path) -> list[str]:
+    from datasets import load_dataset
+
+    builder = _BUILDERS[_extension(path)]
+    kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
+    if _extension(path) == ".tsv":
+        kwargs["sep"] = "\t"
+    try:
+        ds = load_dataset(builder, data_files=[str(path)], split="train", cache_dir=str(cache_dir), **kwargs)
+    except Exception as e:
+        raise ValueError(f"could not read data file {str(path)!r} with the datasets {builder!r} loader "
+                         f"({type(e).__name__}: {e}); check that it is valid {builder}.") from e
+    if builder == "text":
+        return [t.strip("\n") for t in _column(ds, "text", str(path))]
+    return _column(ds, text_field, str(path))
+
+
+def _load_hub(name: str, text_field: str, cache_dir: Path) -> list[str]:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(name, split="train", cache_dir=str(cache_dir))
+    except Exception as e:
+        raise ValueError(f"dataset {name!r} is no local path and could not be loaded from the hub "
+                         f"({type(e).__name__}: {e}); pass an existing local file or folder, or "
+                         f"dataset='embedded'.") from e
+    return _column(ds, text_field, name)
+
+
+def load_documents(dataset: str, text_field: str, cache_dir: str | Path) -> list[str]:
+    """Non-empty text documents of `dataset`, in a deterministic order.
+
+    Args:
+        dataset: "embedded", a local file or folder, or a hub dataset name.
+        text_field: Column holding the text (json/parquet/csv; `.txt` files always use their text).
+        cache_dir: Where `datasets` may keep its Arrow cache.
+
+    Raises:
+        FileNotFoundError: A local path that does not exist.
+        ValueError: Unreadable data, a missing column, or no text at all.
+    """
+    if dataset == "embedded":
+        return list(embedded.embedded_documents())
+    cache_dir = Path(cache_dir)
+    if _is_hub_name(dataset):
+        docs = _load_hub(dataset, text_field, cache_dir)
+    else:
+        docs = [d for p in data_files(dataset) for d in _load_file(p, text_field, cache_dir)]
+    if not docs:
+        raise ValueError(f"dataset {dataset!r} has no text in field {text_field!r} (every row is empty); "
+                         f"point text_field at the column holding the text.")
+    return docs

@@ -1,0 +1,199 @@
+"""Text in, token blocks out: load, split, tokenize, pack, and cache on disk.
+
+Cache layout under `cache_dir`: one folder per key (a hash of the config without `block_size`,
+the data files' paths/sizes/mtimes, the tokenizer file's, and library versions) holding
+`tokenizer.json`, `train.npy`, `val.npy` (packed token streams) and `meta.json`; plus `hf/`,
+the `datasets` Arrow cache. Block size is applied when the streams are opened, so changing it
+reuses the cache. A second call with the same config memory-maps the arrays and returns at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tokenizers
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from ltm import tokenizer as tk
+from ltm.data import corpus
+from ltm.data.blocks import TokenBlocks
+
+CACHE_VERSION = 1
+_CHUNK_CHARS = 200_000  # text per encode_batch call (progress granularity)
+_PROGRESS_CHARS = 1_000_000  # show a progress bar above this much text
+
+
+@dataclass
+class DataConfig:
+    """What to train on and how to cut it.
+
+    Attributes:
+        dataset: "embedded" (the stdlib's documentation, offline), a local file or folder
+            (.txt, .jsonl/.json(.gz), .parquet, .csv), or a hub dataset name (needs a hub).
+        text_field: Column holding the text (json/parquet/csv).
+        tokenizer: "bpe" to train a byte-level BPE on the training split, or a tokenizer.json path.
+        vocab_size: Size of the trained BPE (at least 259); ignored for a tokenizer.json.
+        block_size: T, tokens the model sees per block; stored blocks have T + 1 ids.
+        val_fraction: Fraction of documents held out for validation (0 for none).
+        seed: Seed of the document split.
+        max_documents: Use only the first this many documents (None for all).
+    """
+
+    dataset: str = "embedded"
+    text_field: str = "text"
+    tokenizer: str = "bpe"
+    vocab_size: int = 512
+    block_size: int = 128
+    val_fraction: float = 0.05
+    seed: int = 0
+    max_documents: int | None = None
+
+
+@dataclass
+class PreparedData:
+    """Tokenized, packed data: the tokenizer, train/val blocks, special ids, and the cache folder."""
+
+    tokenizer: Tokenizer
+    train: TokenBlocks
+    val: TokenBlocks
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    vocab_size: int
+    cache_path: Path
+    from_cache: bool
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token ids of `text`, optionally wrapped in BOS/EOS."""
+        return tk.encode(self.tokenizer, text, bos=bos, eos=eos)
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """Text of token ids (list, array or tensor)."""
+        return tk.decode(self.tokenizer, ids, skip_special_tokens=skip_special_tokens)
+
+
+def _check(cfg: DataConfig) -> None:
+    if cfg.block_size < 1:
+        raise ValueError(f"block_size must be at least 1, got {cfg.block_size}.")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}.")
+    if cfg.max_documents is not None and cfg.max_documents < 1:
+        raise ValueError(f"max_documents must be at least 1 or None, got {cfg.max_documents}.")
+    if cfg.tokenizer == "bpe":
+        tk.check_bpe_vocab_size(cfg.vocab_size)
+    elif not Path(cfg.tokenizer).expanduser().is_file():
+        raise FileNotFoundError(f"tokenizer file {cfg.tokenizer!r} does not exist; pass the path to a "
+                                f"tokenizer.json, or tokenizer='bpe' to train one on the data.")
+
+
+def cache_key(cfg: DataConfig) -> str:
+    """Hash of everything the cached streams depend on (all of `cfg` but `block_size`)."""
+    fields = dataclasses.asdict(cfg)
+    fields.pop("block_size")
+    if cfg.tokenizer != "bpe":
+        path = Path(cfg.tokenizer).expanduser().resolve()
+        fields["tokenizer"] = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+        fields.pop("vocab_size")
+    blob = {"config": fields, "data": corpus.fingerprint(cfg.dataset), "version": CACHE_VERSION,
+            "tokenizers": tokenizers.__version__, "numpy": np.__version__.split(".")[0]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def split_documents(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of document indices 0..n-1 into (train, val), each in ascending order."""
+    n_val = 0 if val_fraction == 0 else min(n - 1, max(1, round(val_fraction * n)))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def pack(tok: Tokenizer, docs: list[str], bos: int, eos: int, desc: str) -> np.ndarray:
+    """Token stream BOS doc EOS BOS doc EOS ...; one shared separator when bos == eos. Shape (N,)."""
+    dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.int32
+    parts = [np.array([bos], dtype=dtype)] if bos == eos else []
+    wrap_bos = [bos] if bos != eos else []
+    sizes = [len(d) for d in docs]
+    ends = np.searchsorted(np.cumsum(sizes), np.arange(_CHUNK_CHARS, sum(sizes), _CHUNK_CHARS), side="right")
+    bounds = [0, *sorted(set(ends.tolist()) - {0, len(docs)}), len(docs)]  # chunks of ~_CHUNK_CHARS
+    with tqdm(total=sum(sizes), desc=desc, unit="char", unit_scale=True,
+              disable=sum(sizes) < _PROGRESS_CHARS) as bar:
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            for enc in tok.encode_batch(docs[lo:hi], add_special_tokens=False):
+                parts.append(np.array(wrap_bos + enc.ids + [eos], dtype=dtype))
+            bar.update(sum(sizes[lo:hi]))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _build(cfg: DataConfig, cache_dir: Path, out: Path) -> None:
+    """Load, split, tokenize and pack; write tokenizer.json, train.npy, val.npy, meta.json to `out`."""
+    docs = corpus.load_documents(cfg.dataset, cfg.text_field, cache_dir / "hf")[:cfg.max_documents]
+    if cfg.val_fraction > 0 and len(docs) < 2:
+        raise ValueError(f"dataset {cfg.dataset!r} has only {len(docs)} document; a train/validation "
+                         f"split needs at least 2 (split the text into paragraphs, rows or files), "
+                         f"or set val_fraction=0.")
+    train_idx, val_idx = split_documents(len(docs), cfg.val_fraction, cfg.seed)
+    train_docs, val_docs = [docs[i] for i in train_idx], [docs[i] for i in val_idx]
+    if cfg.tokenizer == "bpe":
+        tok = tk.train_bpe(train_docs, cfg.vocab_size, length=len(train_docs))
+    else:
+        tok = tk.load_tokenizer(cfg.tokenizer)
+    bos, eos, pad = tk.special_ids(tok)
+    tok.save(str(out / "tokenizer.json"))
+    np.save(out / "train.npy", pack(tok, train_docs, bos, eos, "tokenizing train"))
+    np.save(out / "val.npy", pack(tok, val_docs, bos, eos, "tokenizing val"))
+    meta = {"config": dataclasses.asdict(cfg), "documents": {"train": len(train_docs), "val": len(val_docs)},
+            "characters": sum(map(len, docs))}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _blocks(tokens: np.ndarray, block_size: int, split: str, cfg: DataConfig) -> TokenBlocks:
+    n, need = int(tokens.shape[0]), block_size + 1
+    if n < need and (split == "train" or cfg.val_fraction > 0):
+        hint = " or a larger val_fraction" if split == "validation" else ""
+        raise ValueError(f"the {split} split of {cfg.dataset!r} has {n} tokens but one block needs "
+                         f"block_size + 1 = {need}: use block_size <= {max(1, n - 1)}, more text{hint}.")
+    return TokenBlocks(tokens, block_size)
+
+
+def prepare_data(cfg: DataConfig, cache_dir: str | Path) -> PreparedData:
+    """Load text, get or train the tokenizer, tokenize, pack, split, and cache; or reuse the cache.
+
+    Documents are split into train/val by a seeded permutation (before tokenizing, so a trained
+    BPE sees training text only); each split is packed into one stream (see `ltm.data.blocks`)
+    and saved as .npy, opened memory-mapped.
+
+    Raises:
+        FileNotFoundError: A missing data path or tokenizer file.
+        ValueError: Unreadable or empty data, a missing text column, too little text for one block
+            per split, a vocab_size below the byte-level minimum, or an unreadable tokenizer.
+    """
+    _check(cfg)
+    cache_dir = Path(cache_dir).expanduser()
+    path = cache_dir / cache_key(cfg)
+    from_cache = (path / "meta.json").is_file()
+    if not from_cache:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=cache_dir))
+        try:
+            _build(cfg, cache_dir, tmp)
+            os.replace(tmp, path)  # atomic; if another process got there first, keep theirs
+        except OSError:
+            if not (path / "meta.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    bos, eos, pad = tk.special_ids(tok)
+    train = _blocks(np.load(path / "train.npy", mmap_mode="r"), cfg.block_size, "train", cfg)
+    val = _blocks(np.load(path / "val.npy", mmap_mode="r"), cfg.block_size, "validation", cfg)
+    return PreparedData(tokenizer=tok, train=train, val=val, bos_id=bos, eos_id=eos, pad_id=pad,
+                        vocab_size=tok.get_vocab_size(with_added_tokens=True), cache_path=path,
+                        from_cache=from_cache)

@@ -34,3 +34,34 @@ def tiny_ltm() -> LatentThoughtModel:
 @pytest.fixture
 def tokens() -> torch.Tensor:
     return torch.randint(0, 37, (3, 17))  # (B, T+1)
+
+
+@pytest.fixture(scope="session")
+def topic_corpus():
+    """4 hidden Markov chains over 32 tokens: (train (3200, 49), held-out tokens and topics (256,))."""
+    from ltm.synthetic import TopicMarkovChains
+
+    chains = TopicMarkovChains(num_topics=4, vocab_size=32, seed=0)
+    train, _ = chains.sample(100 * 32, 49, seed=1)
+    test, topics = chains.sample(256, 49, seed=2)
+    return train, test, topics
+
+
+TOPIC_DECODER = dict(vocab_size=32, block_size=48, n_layer=2, n_head=2, d_model=64, window=3)
+TOPIC_STEPS, TOPIC_BATCH, TOPIC_LR = 100, 32, 1e-2
+
+
+@pytest.fixture(scope="session")
+def topic_ltm(topic_corpus):
+    """A tiny LTM (2 latent vectors of width 16) trained briefly on the topic corpus."""
+    from inference import DualRateOptimizer, InnerLoopConfig, LocalGaussianGuide, SlowConfig
+
+    torch.manual_seed(0)
+    train, _, _ = topic_corpus
+    ltm = LatentThoughtModel.build(DecoderConfig(**TOPIC_DECODER, n_latent=2, d_latent=16))
+    opt = DualRateOptimizer(ltm, LocalGaussianGuide(), InnerLoopConfig(steps=6, lr=0.3),
+                            SlowConfig(lr=TOPIC_LR, warmup_steps=20, max_steps=TOPIC_STEPS,
+                                       weight_decay=0.0))
+    for batch in train.split(TOPIC_BATCH):
+        opt.step(batch)
+    return opt

@@ -64,3 +64,13 @@ class PriorGuide(LocalGuide):
 
     def distribution(self):
         return self.prior[0]()
+
+
+class EmptyGuide(LocalGuide):
+    """A guide with no sites, for models whose thoughts are all deterministic (`pyro.deterministic`):
+    the pondering families. Nothing to fit; the ELBO is the token log-likelihood exactly."""
+
+    fits_degenerate_prior = True
+
+    def forward(self, tokens: torch.Tensor) -> None:
+        return None

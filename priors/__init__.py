@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ltm.registry import resolve
 from priors.base import Prior
-from priors.degenerate import DeltaPrior
+from priors.degenerate import ContextDelta, DeltaPrior
 from priors.learned_normal import LearnedNormal
 from priors.mixture import MixtureOfGaussians
 from priors.standard_normal import StandardNormal
@@ -14,6 +14,7 @@ PRIORS: dict[str, type[Prior]] = {
     "learned_normal": LearnedNormal,
     "mixture": MixtureOfGaussians,
     "delta": DeltaPrior,
+    "context_delta": ContextDelta,
 }
 
 
@@ -28,4 +29,4 @@ def build_prior(spec: str | type, num_latents: int, latent_dim: int, **kwargs) -
 
 
 __all__ = ["PRIORS", "Prior", "build_prior", "StandardNormal", "LearnedNormal",
-           "MixtureOfGaussians", "DeltaPrior"]
+           "MixtureOfGaussians", "DeltaPrior", "ContextDelta"]

@@ -17,10 +17,13 @@ class Prior(nn.Module):
     the slow optimiser trains them and checkpoints save them.
 
     Attributes:
-        is_degenerate: True for point-mass (Delta) priors; they pair only with the prior guide.
+        is_degenerate: True for point-mass (Delta) priors; they pair only with the prior guide
+            (or, for token-level thoughts written with `pyro.deterministic`, the empty guide).
+        token_level: True for priors over a token's thought given its context.
     """
 
     is_degenerate: bool = False
+    token_level: bool = False  # True: a prior over one token's thought given its context
 
     def __init__(self, num_latents: int, latent_dim: int):
         super().__init__()

@@ -24,3 +24,21 @@ class DeltaPrior(Prior):
 
     def forward(self, context=None) -> dist.TorchDistribution:
         return dist.Delta(self.value, event_dim=2)
+
+
+class ContextDelta(Prior):
+    """p(thought | context) = Delta(f(context)): the prior of the deterministic pondering families.
+
+    The thought is a deterministic function of its context (e.g. PonderLM-2's last hidden state),
+    so the model writes it with `pyro.deterministic`; calling the prior gives that Delta. Pair it
+    with the empty guide (guide name "none"): the KL is zero and the ELBO is the summed token
+    log-likelihood exactly.
+    """
+
+    is_degenerate = True
+    token_level = True
+
+    def forward(self, context: torch.Tensor | None = None) -> dist.TorchDistribution:
+        if context is None:
+            raise ValueError("ContextDelta is a prior over a thought given its context; pass context.")
+        return dist.Delta(context, event_dim=1)

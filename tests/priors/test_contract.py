@@ -13,7 +13,10 @@ from tests.conftest import tiny_config
 N, D = 4, 8
 
 
-@pytest.fixture(params=sorted(PRIORS))
+SEQUENCE_PRIORS = sorted(name for name, cls in PRIORS.items() if not cls.token_level)
+
+
+@pytest.fixture(params=SEQUENCE_PRIORS)
 def prior(request) -> Prior:
     return build_prior(request.param, N, D)
 
@@ -72,3 +75,16 @@ def test_unknown_or_wrong_prior_is_named():
         build_prior("torch.nn:Linear", N, D)
     with pytest.raises(ValueError, match="num_latents and latent_dim must be >= 1"):
         build_prior("standard_normal", 0, D)
+
+
+def test_context_delta_is_exact_and_needs_its_context():
+    from torch.distributions import kl_divergence
+
+    prior = build_prior("context_delta", 1, D)
+    hidden = torch.randn(2, 5, D)  # (B, T, D) a thought per token
+    p = prior(hidden)
+    assert tuple(p.batch_shape) == (2, 5) and tuple(p.event_shape) == (D,)
+    assert torch.equal(p.log_prob(hidden), torch.zeros(2, 5))
+    assert torch.equal(kl_divergence(p, p), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="pass context"):
+        prior()

@@ -43,15 +43,13 @@ class LatentELBO(TraceMeanField_ELBO):
 
     def terms(self, model, guide, *args, **kwargs) -> ElboTerms:
         """Per-sequence reconstruction and KL, averaged over `num_particles` draws."""
-        batch = args[0].shape[0]
-        recon = kl = 0.0
+        tokens = args[0]
+        zeros = torch.zeros(tokens.shape[0], device=tokens.device)  # (B,)
+        recon, kl = zeros, zeros
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            r, k = self._particle_terms(model_trace, guide_trace, batch)
+            r, k = self._particle_terms(model_trace, guide_trace, tokens.shape[0])
             recon = recon + r / self.num_particles
             kl = kl + k / self.num_particles
-        zero = torch.zeros(batch)
-        recon = recon if torch.is_tensor(recon) else zero
-        kl = kl if torch.is_tensor(kl) else torch.zeros_like(recon)
         return ElboTerms(recon, kl)
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from inference.dual_rate import DualRateOptimizer, SlowConfig, StepResult
 from inference.elbo import ElboTerms, LatentELBO
-from inference.guide import LocalGuide, check_guide_fits_prior
+from inference.guide import LocalGuide, check_guide_fits_prior, initial_loc
 from inference.guides import DeltaGuide, EmptyGuide, LocalGaussianGuide, PriorGuide
 from inference.inner_loop import InnerLoopConfig, fit_local
 from ltm.registry import resolve
@@ -27,6 +27,6 @@ def build_guide(spec: str | type, **kwargs) -> LocalGuide:
 
 
 __all__ = ["GUIDES", "build_guide", "LocalGuide", "LocalGaussianGuide", "DeltaGuide", "PriorGuide",
-           "EmptyGuide", "check_guide_fits_prior", "LatentELBO", "ElboTerms", "InnerLoopConfig",
-           "fit_local",
+           "EmptyGuide", "check_guide_fits_prior", "initial_loc", "LatentELBO", "ElboTerms",
+           "InnerLoopConfig", "fit_local",
            "DualRateOptimizer", "SlowConfig", "StepResult"]

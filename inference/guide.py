@@ -31,13 +31,16 @@ class LocalGuide(nn.Module):
         self.locals: dict[str, torch.Tensor] = {}
         self.prior: list[Prior] = []  # held in a list so the prior is not a submodule of the guide
         self.fixed_noise: torch.Tensor | None = None
+        self.batch_size = 0
 
     def reset(self, prior: Prior, batch_size: int, tokens: torch.Tensor | None = None) -> None:
         """Start a new batch: fresh local tensors for `batch_size` sequences, fresh noise."""
         check_guide_fits_prior(self, prior)
         self.prior = [prior]
+        self.batch_size = batch_size
         self.fixed_noise = None
-        self.locals = {name: t.detach().clone().requires_grad_(True)
+        device = prior_device(prior)
+        self.locals = {name: t.detach().to(device).clone().requires_grad_(True)
                        for name, t in self.init_locals(prior, batch_size, tokens).items()}
 
     def init_locals(self, prior: Prior, batch_size: int, tokens) -> dict[str, torch.Tensor]:
@@ -59,9 +62,16 @@ class LocalGuide(nn.Module):
             noise: The draw to reuse (e.g. made from per-sequence generators); default: a fresh
                 standard-normal draw from the global RNG.
         """
-        if self.locals:
-            ref = next(iter(self.locals.values()))  # (B, N, D)
-            self.fixed_noise = torch.randn_like(ref) if noise is None else noise.to(ref)
+        if not self.locals:
+            return
+        prior = self.prior[0]
+        shape = (self.batch_size,) + tuple(prior.event_shape)  # (B, N, D)
+        device = prior_device(prior)
+        if noise is None:
+            noise = torch.randn(shape, device=device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise of shape {tuple(noise.shape)} given; this batch needs {shape}.")
+        self.fixed_noise = noise.to(device)
 
     def distribution(self) -> pyro.distributions.TorchDistribution:
         """q(z) for the current batch, batch shape (B,) and event shape (N, D)."""
@@ -83,15 +93,21 @@ def check_guide_fits_prior(guide: LocalGuide, prior: Prior) -> None:
             f"(guide='prior', q = p) with a degenerate prior.")
 
 
+def prior_device(prior: Prior) -> torch.device:
+    """The device of a prior's parameters or buffers (CPU for a prior with neither)."""
+    ref = next(iter(prior.parameters()), None)
+    ref = ref if ref is not None else next(iter(prior.buffers()), None)
+    return ref.device if ref is not None else torch.device("cpu")
+
+
 def initial_loc(prior: Prior, batch_size: int, init_loc: float | str) -> torch.Tensor:
     """Starting means (B, N, D): a constant, or "prior_mean" (zero where the prior has no mean)."""
-    ref = next(iter(prior.buffers()), None)
-    ref = ref if ref is not None else next(iter(prior.parameters()), torch.zeros(()))
     shape = (batch_size,) + tuple(prior.event_shape)
+    device = prior_device(prior)
     if init_loc == "prior_mean":
         try:
             mean = prior().mean.detach()
         except NotImplementedError:
-            mean = torch.zeros(prior.event_shape, device=ref.device)
+            mean = torch.zeros(prior.event_shape, device=device)
         return mean.expand(shape).clone()
-    return torch.full(shape, float(init_loc), device=ref.device, dtype=ref.dtype)
+    return torch.full(shape, float(init_loc), device=device)

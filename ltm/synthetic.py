@@ -1,7 +1,8 @@
 """Synthetic "topic" corpora: each sequence comes from one of a few hidden Markov chains.
 
-A decoder that sees only a short window cannot tell the chains apart from context alone; a
-sequence-level latent can carry the topic. Used by tests, notebooks and benchmarks.
+A decoder that sees only a short window must infer the chain from a few tokens (it learns to, given
+enough training); a sequence-level latent can carry the topic for the whole sequence.
+Used by tests, notebooks and benchmarks.
 """
 
 from __future__ import annotations

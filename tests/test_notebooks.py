@@ -1,0 +1,65 @@
+"""Every notebook under notebooks/ runs top to bottom in smoke mode (LTM_SMOKE=1) without error."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+KERNEL = "python3"
+CELL_TIMEOUT_S = 300  # per cell; a smoke run of a whole notebook takes well under a minute
+
+# Cells tagged with one of these must leave this text in their outputs (the notebook's key result).
+TAGGED_OUTPUTS = {"heldout-table": "-ELBO (bound)"}
+
+
+def _require_runner():
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install ltm[dev])")
+    nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install ltm[dev])")
+    pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install ltm[dev])")
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        pytest.skip(f"no Jupyter kernel named '{KERNEL}'; install one with "
+                    f"`python -m ipykernel install --user --name {KERNEL}`")
+    return nbformat, nbclient
+
+
+def _output_text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            parts.append(out["text"])
+        parts.append(out.get("data", {}).get("text/plain", ""))
+        parts.append(out.get("data", {}).get("text/markdown", ""))
+    return "".join(parts)
+
+
+def test_notebooks_exist():
+    assert NOTEBOOKS, f"no notebooks found under {NOTEBOOK_DIR}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_in_smoke_mode(path: Path):
+    nbformat, nbclient = _require_runner()
+    nb = nbformat.read(path, as_version=4)
+    assert not any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
+        f"{path.name} is committed with outputs; clear them before committing.")
+    env = {**os.environ, "LTM_SMOKE": "1", "HF_HUB_OFFLINE": "1"}
+    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S,
+                                     resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute(env=env)  # raises CellExecutionError, naming the cell, on the first failure
+    seconds = time.perf_counter() - start
+    for cell in nb.cells:
+        for tag, expected in TAGGED_OUTPUTS.items():
+            if tag in cell.get("metadata", {}).get("tags", []):
+                assert expected in _output_text(cell), (
+                    f"{path.name}: the cell tagged '{tag}' did not print '{expected}'.")
+    print(f"{path.name}: smoke run {seconds:.1f} s")

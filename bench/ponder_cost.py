@@ -1,0 +1,156 @@
+"""Training and decoding cost per token of the token-level families, relative to the vanilla decoder.
+
+Every family wraps a decoder of the same size (fresh weights, same seed). Two costs, timed
+round-robin in one run (family order rotated each repeat, one warm-up round first), medians over
+the repeats:
+
+  train   one ELBO evaluation with the empty guide (`LatentELBO().differentiable_loss`, i.e. the
+          summed cross-entropy) plus its backward, on a (B, T+1) batch; per training token.
+  decode  `decode_step` calls after a prefilled prompt, batch 1 (latency), KV cache on; per new
+          token.
+
+Next to each measured ratio the multiplier the family's paper states (decode FLOPs over a vanilla
+decoder): (K+1)x for PonderLM-2, (S+1)x for PonderLM, 1 + mean latent steps for adaptive latent
+CoT, (P+1)x for pause tokens, Lx for a looped decoder. For training, PonderLM-2 runs an initial
+pass over T slots, J sweeps and a final pass over (K+1)T slots: 1 + (J+1)(K+1) vanilla passes
+(attention's quadratic term ignored); that count is shown as "expected". The last line is the
+measured/stated decode ratio of PonderLM-2: close to 1 means the KV cache does its job (a token
+costs K+1 single-slot steps, not a recomputation of the prefix).
+
+Run:  python bench/ponder_cost.py            (about 1-2 minutes on 2 CPU cores)
+      python bench/ponder_cost.py --quick    (smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from inference import EmptyGuide, LatentELBO
+from ltm.config import DecoderConfig
+from ltm.decoder import Decoder
+from ltm.ponder.baselines import LoopedDecoder, PauseTokens
+from ltm.ponder.ponderlm2 import PonderLM2
+from ltm.ponder.vanilla import VanillaDecoder
+
+
+def families(cfg: DecoderConfig, sweeps: int) -> dict[str, tuple[torch.nn.Module, float, float]]:
+    """name -> (family, expected train multiplier, stated decode multiplier); None where unknown."""
+
+    def dec() -> Decoder:
+        torch.manual_seed(0)
+        return Decoder(cfg)
+
+    out = {"vanilla": (VanillaDecoder(dec()), 1.0, 1.0)}
+    for k in (1, 2):
+        out[f"ponderlm2 K={k}"] = (PonderLM2(dec(), thoughts=k, jacobi_sweeps=sweeps),
+                                   1.0 + (sweeps + 1) * (k + 1), k + 1.0)
+    out["pause P=1"] = (PauseTokens(dec(), pauses=1), 2.0, 2.0)
+    out["looped L=2"] = (LoopedDecoder(dec(), loops=2), 2.0, 2.0)
+    try:
+        from ltm.ponder.ponderlm import PonderLM
+
+        out["ponderlm S=2"] = (PonderLM(dec(), passes=2), 3.0, 3.0)
+    except ImportError:
+        pass
+    try:
+        from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
+
+        out["adaptive l_max=3"] = (AdaptiveLatentCoT(dec(), max_steps=3), None, None)
+    except ImportError:
+        pass
+    return out
+
+
+def train_time(family, tokens: torch.Tensor) -> float:
+    """Seconds per training token of one loss + backward."""
+    elbo, guide = LatentELBO(), EmptyGuide()
+    start = time.perf_counter()
+    elbo.differentiable_loss(family.model, guide, tokens).backward()
+    elapsed = time.perf_counter() - start
+    family.zero_grad(set_to_none=True)
+    return elapsed / tokens[:, 1:].numel()
+
+
+@torch.no_grad()
+def decode_time(family, prompt: torch.Tensor, n_new: int) -> float:
+    """Seconds per new token of `n_new` cached decode steps after a prefilled `prompt` (1, P)."""
+    logits, state = family.prefill(prompt, prompt.shape[1] + n_new)
+    start = time.perf_counter()
+    for _ in range(n_new):
+        logits, state = family.decode_step(logits.argmax(-1), state)
+    return (time.perf_counter() - start) / n_new
+
+
+def adaptive_steps(family, tokens: torch.Tensor) -> float:
+    """1 + mean latent steps per token of an adaptive family (from a forward on `tokens`)."""
+    with torch.no_grad():
+        family.full_logits(tokens[:, :-1])
+    return 1.0 + float(getattr(family, "mean_steps", 0.0))
+
+
+def measure(fams: dict, step: Callable[[object], float], repeats: int) -> dict[str, float]:
+    """Median of `step(family)` per family, round-robin with a rotated order, one warm-up round."""
+    names = list(fams)
+    for name in names:
+        step(fams[name][0])
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(step(fams[name][0]))
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--sweeps", type=int, default=1, help="PonderLM-2 Jacobi sweeps J (training)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        cfg = DecoderConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, d_model=32)
+        B, T, P, n_new, repeats = 2, 16, 4, 8, 2
+    else:
+        cfg = DecoderConfig(vocab_size=512, block_size=128, n_layer=4, n_head=4, d_model=128)
+        B, T, P, n_new, repeats = 8, 64, 8, 48, 15
+    repeats = args.repeats or repeats
+    fams = families(cfg, args.sweeps)
+    for fam, _, _ in fams.values():
+        fam.eval()  # deterministic J; no dropout anywhere
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, cfg.vocab_size, (B, T + 1), generator=g)  # (B, T+1)
+    prompt = torch.randint(0, cfg.vocab_size, (1, P), generator=g)  # (1, P)
+    for name, (fam, _, decode_x) in list(fams.items()):
+        if decode_x is None:  # adaptive: the stated cost is 1 + its mean latent steps
+            x = adaptive_steps(fam, tokens)
+            fams[name] = (fam, x, x)
+
+    print(f"decoder d={cfg.d_model} layers={cfg.n_layer} vocab={cfg.vocab_size}; train batch {B}x{T}, "
+          f"decode batch 1, prompt {P} + {n_new} new; J={args.sweeps}; {repeats} repeats, "
+          f"{torch.get_num_threads()} thread(s)")
+    train = measure(fams, lambda f: train_time(f, tokens), repeats)
+    decode = measure(fams, lambda f: decode_time(f, prompt, n_new), repeats)
+    head = (f"{'family':<18}{'train us/tok':>13}{'x vanilla':>10}{'expected':>9}"
+            f"{'decode ms/tok':>15}{'x vanilla':>10}{'stated':>8}{'meas/stated':>12}")
+    print(head)
+    print("-" * len(head))
+    last = [n for n in fams if n.startswith("ponderlm2")]
+    order = [n for n in fams if n not in last] + last
+    for name in order:
+        _, train_x, decode_x = fams[name]
+        tr, de = train[name] / train["vanilla"], decode[name] / decode["vanilla"]
+        print(f"{name:<18}{train[name] * 1e6:>13.1f}{tr:>10.2f}{train_x:>9.2f}"
+              f"{decode[name] * 1e3:>15.3f}{de:>10.2f}{decode_x:>8.2f}{de / decode_x:>12.2f}")
+    k1 = decode["ponderlm2 K=1"] / decode["vanilla"] / 2.0
+    k2 = decode["ponderlm2 K=2"] / decode["vanilla"] / 3.0
+    print(f"PonderLM-2 decode, measured/stated ((K+1)x): K=2 {k2:.2f}; K=1 {k1:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Token-level pondering families: thoughts as Pyro sites under a degenerate (Delta) prior."""

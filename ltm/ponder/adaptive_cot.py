@@ -1,0 +1,281 @@
+"""Adaptive latent chain of thought (token level, with a halting router).
+
+Each token t gets up to l_max latent steps on a (token, step) grid (`ltm.ponder.grid`): slot
+(t, k) reads slot (t', k') iff t' <= t and k' <= k, every slot of token t at position id t.
+Level 0 is the token embeddings (the vanilla decoder); the input of level k is level k-1's final
+hidden state at the same token. Because level k only reads levels <= k, a whole level is computed
+exactly for all tokens in one decoder pass over a KV cache that holds the lower levels: l_max + 1
+passes in all. A router (`ltm.ponder.router`) gives a continue probability c_{t,k} per step; the
+output state is the exit-mass-weighted mixture of the step states, decoded by the tied head.
+
+Pruning: a step whose reach r_{t,k} falls below `prune_threshold` is skipped, in training and at
+inference alike; its exit mass goes to the token's last computed step. KV reuse for halted
+tokens: the keys/values a halted token computed stay in the cache and every later level and
+token reads them; its skipped slots are masked out (not copied from its last level, which would
+count that slot twice in the softmax). A level with no active token is not run at all; in a
+partly active level the skipped slots are computed but masked and weighted zero, so the result
+equals true skipping. Sliding windows apply to token positions.
+
+As a Pyro program (the degenerate-prior special case):
+
+* prior: `ContextDelta`, the step states are deterministic functions of their context, written as
+  `pyro.deterministic("latent_{k}", ...)` (k = 1 .. l_max) and the halting distribution as
+  `pyro.deterministic("halt", ...)`;
+* guide: empty (registry name "none"): the KL is zero; the ELBO is minus the summed token
+  cross-entropy, minus (in training mode only) the router loss, which enters as
+  `pyro.factor("router", -loss)`;
+* budget knobs: l_max (`max_steps`), the continuation penalty lambda (`halt_lambda`), the accuracy
+  weight beta (`halt_beta`) and the pruning threshold (`prune_threshold`).
+
+After every forward `mean_steps` holds the mean expected number of latent steps per token
+(sum_{k>=1} r_{t,k}) and `computed_steps` the mean number actually computed per token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import pyro
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inference.sites import SEQUENCE_PLATE, TOKEN_SITE
+from ltm.config import DecoderConfig
+from ltm.decoder import Decoder
+from ltm.likelihood import IGNORE_INDEX, TokenSequence
+from ltm.ponder.grad_cache import ConcatKVCache
+from ltm.ponder.grid import GridCache
+from ltm.ponder.router import Router, exit_weights, router_loss
+from priors.degenerate import ContextDelta
+
+LATENT_SITE_FMT = "latent_{}"  # state of latent step k >= 1 (B, T, D)
+HALT_SITE = "halt"  # exit masses over the steps (B, T, K)
+ROUTER_SITE = "router"  # the router loss factor
+
+
+@dataclass
+class CoTOutput:
+    """One run over a chunk of tokens.
+
+    Attributes:
+        logits: Next-token logits of the mixed state (B, T, V).
+        states: Step states h_{., k} of the computed levels, each (B, T, D).
+        cont_logits: Continue logits of the steps with a decision (levels < l_max), each (B, T).
+        active: Whether step k was computed for each token (B, T, K).
+        reach: r_{t,k}, zero where skipped (B, T, K).
+        weights: Exit masses (B, T, K), summing to 1 over k.
+    """
+
+    logits: torch.Tensor
+    states: list[torch.Tensor]
+    cont_logits: list[torch.Tensor]
+    active: torch.Tensor
+    reach: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """Expected latent steps per token (B, T)."""
+        return self.reach[..., 1:].sum(-1)
+
+    @property
+    def computed(self) -> torch.Tensor:
+        """Computed latent steps per token (B, T)."""
+        return self.active[..., 1:].sum(-1).to(self.reach.dtype)
+
+
+@dataclass
+class CoTState:
+    """Decoding state: the grid cache, the next token position and the steps spent so far.
+
+    Attributes:
+        cache: Keys/values and slot metadata of every computed slot.
+        position: Tokens consumed so far (the position id of the next token).
+        steps: Latent steps computed so far, summed over rows and tokens.
+        tokens: Row-tokens consumed so far.
+    """
+
+    cache: GridCache
+    position: int
+    steps: float = 0.0
+    tokens: int = 0
+
+    @property
+    def mean_steps(self) -> float:
+        """Computed latent steps per token over everything this state decoded."""
+        return self.steps / max(self.tokens, 1)
+
+
+class AdaptiveLatentCoT(nn.Module):
+    """Adaptive latent CoT over a plain decoder (no cross-attention).
+
+    Args:
+        decoder: A `Decoder` with n_latent == 0.
+        max_steps: l_max, the most latent steps per token (levels 1 .. l_max).
+        halt_lambda: lambda, the router's penalty per expected latent step.
+        halt_beta: beta, the weight of the router's accuracy term.
+        prune_threshold: Skip steps whose reach is below this (0: never skip).
+        router_loss: Add the router loss to the Pyro model as a factor (off: pure cross-entropy).
+    """
+
+    def __init__(self, decoder: Decoder, max_steps: int = 3, halt_lambda: float = 0.01,
+                 halt_beta: float = 1.0, prune_threshold: float = 0.0, router_loss: bool = True):
+        super().__init__()
+        if decoder.cfg.n_latent != 0:
+            raise ValueError("AdaptiveLatentCoT needs a decoder without cross-attention (n_latent=0).")
+        if max_steps < 0 or halt_lambda < 0 or halt_beta < 0 or not 0 <= prune_threshold <= 1:
+            raise ValueError("AdaptiveLatentCoT: need max_steps >= 0, halt_lambda >= 0, halt_beta >= 0 "
+                             f"and 0 <= prune_threshold <= 1; got {max_steps}, {halt_lambda}, "
+                             f"{halt_beta}, {prune_threshold}.")
+        self.decoder = decoder
+        self.router = Router(decoder.cfg.d_model)
+        self.prior = ContextDelta(1, decoder.cfg.d_model)
+        self.max_steps, self.halt_lambda, self.halt_beta = max_steps, halt_lambda, halt_beta
+        self.prune_threshold, self.use_router_loss = prune_threshold, router_loss
+        self.mean_steps = 0.0  # expected latent steps per token, last forward
+        self.computed_steps = 0.0  # computed latent steps per token, last forward
+        self.last_router_loss: torch.Tensor | None = None  # (B,), last `model` call
+        self.last_cross_entropy: torch.Tensor | None = None  # (B,), last `model` call
+
+    @property
+    def stated_cost(self) -> float:
+        """The decode FLOP multiplier over vanilla: 1 + computed latent steps per token (last run)."""
+        return 1.0 + self.computed_steps
+
+    @classmethod
+    def build(cls, cfg: DecoderConfig, **kwargs) -> AdaptiveLatentCoT:
+        """A fresh decoder from `cfg` (n_latent forced to 0); keyword arguments as the constructor."""
+        return cls(Decoder(dataclasses.replace(cfg, n_latent=0)), **kwargs)
+
+    def _new_cache(self, batch: int, max_tokens: int | None = None) -> GridCache:
+        ref = self.decoder.embed.weight
+        if torch.is_grad_enabled():
+            kv = ConcatKVCache(self.decoder.cfg.n_layer)
+        else:
+            slots = (self.max_steps + 1) * (max_tokens or self.decoder.cfg.block_size)
+            kv = self.decoder.new_cache(batch, slots)
+        return GridCache(kv, batch, ref.device)
+
+    def run(self, inputs: torch.Tensor, cache: GridCache | None = None, start: int = 0,
+            record: bool = False) -> CoTOutput:
+        """Compute the grid for a chunk of tokens, level by level.
+
+        Args:
+            inputs: Token ids (B, T) at positions start .. start+T-1.
+            cache: Grid cache holding the earlier tokens' slots (appended to); None: a fresh one.
+            start: Position of the first token of the chunk.
+            record: Record the step states and halting masses as Pyro deterministic sites.
+        """
+        dec = self.decoder
+        B, T = inputs.shape
+        cache = self._new_cache(B, start + T) if cache is None else cache
+        positions = torch.arange(start, start + T, device=inputs.device)  # (T,)
+        x = dec.embed(inputs)  # (B, T, D)
+        reach = x.new_ones(B, T)  # (B, T): r_{t,0} = 1
+        states, conts, actives, reaches = [], [], [], []
+        for k in range(self.max_steps + 1):
+            active = reach >= self.prune_threshold if k else torch.ones_like(reach, dtype=torch.bool)
+            if k and not bool(active.any()):
+                break
+            mask = cache.extend(positions, k, active, dec.cfg.window)  # (B, 1, T, S)
+            h = dec.hidden_states(embeds=x, positions=positions, cache=cache.kv, attn_mask=mask)  # (B, T, D)
+            states.append(h)
+            actives.append(active)
+            reaches.append(reach * active)
+            if k == self.max_steps:
+                break
+            logit = self.router(h)  # (B, T)
+            conts.append(logit)
+            reach = reach * torch.sigmoid(logit) * active  # (B, T): r_{t,k+1}
+            x = h
+        active = torch.stack(actives, -1)  # (B, T, K)
+        reach = torch.stack(reaches, -1)  # (B, T, K)
+        weights = exit_weights(reach)  # (B, T, K)
+        mixed = (torch.stack(states, -1) * weights[:, :, None]).sum(-1)  # (B, T, D)
+        out = CoTOutput(dec.logits(mixed), states, conts, active, reach, weights)
+        self.mean_steps = float(out.steps.detach().mean())
+        self.computed_steps = float(out.computed.detach().mean())
+        if record:
+            for k, h in enumerate(states[1:], start=1):
+                pyro.deterministic(LATENT_SITE_FMT.format(k), h, event_dim=2)
+            pyro.deterministic(HALT_SITE, weights, event_dim=2)
+        return out
+
+    def router_loss(self, out: CoTOutput, targets: torch.Tensor) -> torch.Tensor:
+        """The correctness-aware router loss (B,) of a run against its next tokens (B, T)."""
+        logits = [self.decoder.logits(h) for h in out.states[:len(out.cont_logits)]]  # (B, T, V) each
+        V = out.logits.shape[-1]
+        correct = [torch.exp(-F.cross_entropy(lg.detach().reshape(-1, V), targets.reshape(-1),
+                                              reduction="none", ignore_index=IGNORE_INDEX)
+                             ).view(targets.shape) for lg in logits]  # (B, T) each, stop-gradient
+        stops = [-c for c in out.cont_logits]  # (B, T) each: logit of 1 - c
+        return router_loss(stops, correct, out.active, out.reach, targets != IGNORE_INDEX,
+                           self.halt_lambda, self.halt_beta)
+
+    def model(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pyro model over blocks `tokens` (B, T+1): predicts tokens[:, 1:].
+
+        In training mode adds `pyro.factor("router", -router_loss)` (unless built with
+        `router_loss=False`), so the slow step minimises cross-entropy + router loss; in eval mode
+        the factor is left out and the ELBO is the pure cross-entropy (validation perplexities stay
+        comparable across families). The pure cross-entropy per sequence is left in
+        `last_cross_entropy`, the router loss in `last_router_loss`.
+
+        Returns:
+            The logits (B, T, V).
+        """
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
+            out = self.run(inputs, record=True)
+            dist = TokenSequence(out.logits)
+            pyro.sample(TOKEN_SITE, dist, obs=targets)
+            self.last_cross_entropy = -dist.log_prob(targets).detach()  # (B,)
+            if self.use_router_loss and self.training:
+                loss = self.router_loss(out, targets)  # (B,)
+                self.last_router_loss = loss.detach()
+                pyro.factor(ROUTER_SITE, -loss)
+        return out.logits
+
+    def cross_entropy(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Summed next-token cross-entropy per sequence (B,) of blocks `tokens` (B, T+1)."""
+        out = self.run(tokens[:, :-1])
+        return -TokenSequence(out.logits).log_prob(tokens[:, 1:])
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, V) of `tokens` (B, T)."""
+        return self.run(tokens).logits
+
+    def full_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) over the whole prefix, all tokens of a level in one pass (the reference)."""
+        return self.run(tokens).logits
+
+    @torch.no_grad()
+    def prefill(self, tokens: torch.Tensor, max_len: int | None = None) -> tuple[torch.Tensor, CoTState]:
+        """Run the prompt `tokens` (B, T) level by level into a fresh grid cache.
+
+        Args:
+            tokens: Prompt ids (B, T), T >= 1.
+            max_len: Most tokens (prompt + new) the state must hold; default: the block size.
+
+        Returns:
+            The next-token logits after the prompt (B, V) and the decoding state.
+        """
+        cache = self._new_cache(tokens.shape[0], max_len)
+        out = self.run(tokens, cache)
+        state = CoTState(cache, tokens.shape[1], float(out.computed.sum()), tokens.numel())
+        return out.logits[:, -1], state
+
+    @torch.no_grad()
+    def decode_step(self, token: torch.Tensor, state: CoTState) -> tuple[torch.Tensor, CoTState]:
+        """Append one token per row (B,): its level 0 and up to l_max latent steps, one slot each.
+
+        Returns:
+            The next-token logits (B, V) and the (updated in place) state.
+        """
+        out = self.run(token[:, None], state.cache, start=state.position)
+        state.position += 1
+        state.steps += float(out.computed.sum())
+        state.tokens += token.shape[0]
+        return out.logits[:, 0], state

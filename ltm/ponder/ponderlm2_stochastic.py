@@ -1,0 +1,177 @@
+"""A stochastic relaxation of PonderLM-2 (beyond the paper): noisy thoughts with a local posterior.
+
+Prior: thought z_t,k ~ N(h(slot before it), sigma^2 I) with a learned sigma: the PonderLM-2 thought
+plus Gaussian noise, autoregressive over slots (`ThoughtNoisePrior`, `ThoughtSequence`). As sigma
+goes to 0 it becomes PonderLM-2's Delta prior. Guide: a local Gaussian per token's thoughts,
+q(z_t,k) = N(loc_t,k, scale_t,k^2), started at the Jacobi-solved PonderLM-2 thoughts with scale
+sigma (`ThoughtGuide`) and refined by the dual-rate inner loop. Budget knobs: thoughts K, inner
+steps (fast loop) and, for the guide's starting point, Jacobi sweeps J.
+
+Given the thoughts, every slot's input is known, so the model needs a single decoder pass: the same
+pass gives the prior's means (the hidden state before each thought slot) and the logits. The site
+is "z" with event shape (T*K, D) per sequence (T = the training block length), so the generic
+local guides and the dual-rate optimiser apply unchanged. Decoding uses the prior means (sigma
+set to 0), i.e. PonderLM-2's exact sequential decode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.distributions import constraints
+
+from inference.guides import LocalGaussianGuide
+from inference.sites import LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
+from ltm.decoder import Decoder
+from ltm.likelihood import TokenSequence
+from ltm.ponder.ponderlm2 import PonderLM2
+from priors.base import Prior
+
+
+class ThoughtNoisePrior(Prior):
+    """p(z | context) = N(context, sigma^2 I) over a sequence's thoughts (T*K, D); sigma learned.
+
+    Args:
+        num_latents: Thought slots per sequence, T*K.
+        latent_dim: Thought width D (the decoder's d_model).
+        init_sigma: Starting sigma.
+    """
+
+    token_level = True
+
+    def __init__(self, num_latents: int, latent_dim: int, init_sigma: float = 0.1):
+        super().__init__(num_latents, latent_dim)
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(init_sigma)))
+        self._family: list[StochasticPonderLM2] = []  # a list: not a submodule (no cycle)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def forward(self, context: torch.Tensor | None = None) -> dist.TorchDistribution:
+        if context is None:
+            raise ValueError("ThoughtNoisePrior is a prior over thoughts given their context "
+                             "(the hidden states before them); pass context.")
+        return dist.Normal(context, self.sigma).to_event(2)
+
+
+class ThoughtSequence(dist.TorchDistribution):
+    """The autoregressive prior over all thoughts of a batch: batch (B,), event (T*K, D).
+
+    `log_prob(z)` runs one decoder pass over the slots built from z and scores each thought under
+    N(hidden state of the slot before it, sigma^2); `sample()` draws the thoughts slot by slot.
+
+    Args:
+        family: The `StochasticPonderLM2`.
+        x: Token-slot inputs (B, T, D).
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.real, 2)
+
+    def __init__(self, family: StochasticPonderLM2, x: torch.Tensor):
+        self.family, self.x = family, x
+        B, T, D = x.shape
+        self.hidden: tuple[torch.Tensor, torch.Tensor] | None = None  # (z, its slot states), reused
+        super().__init__(torch.Size((B,)), torch.Size((T * family.thoughts, D)), validate_args=False)
+
+    def means(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slot states (B, T, K+1, D) given thoughts z (B, T*K, D), and the prior means (B, T*K, D)."""
+        if self.hidden is not None and self.hidden[0] is z:
+            h = self.hidden[1]
+        else:
+            B, T, D = self.x.shape
+            h = self.family.run_slots(self.x, z.reshape(B, T, -1, D))  # (B, T, K+1, D)
+            self.hidden = (z, h)
+        return h, h[:, :, :-1].reshape(z.shape)  # thought k reads slot k-1's output
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self.family.prior(self.means(value)[1]).log_prob(value)  # (B,)
+
+    @torch.no_grad()
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        if sample_shape != torch.Size():
+            raise NotImplementedError("ThoughtSequence draws one sample per sequence.")
+        B, T, D = self.x.shape
+        K, sigma = self.family.thoughts, self.family.prior.sigma
+        z = self.x.new_zeros(B, T, K, D)  # (B, T, K, D)
+        for t in range(T):
+            for k in range(K):
+                h = self.family.run_slots(self.x[:, :t + 1], z[:, :t + 1])  # (B, t+1, K+1, D)
+                z[:, t, k] = h[:, t, k] + sigma * torch.randn_like(h[:, t, k])
+        return z.reshape(B, T * K, D)
+
+
+class StochasticPonderLM2(PonderLM2):
+    """PonderLM-2 whose thoughts carry Gaussian noise of learned scale, inferred per token.
+
+    Args:
+        decoder: A `Decoder` with n_latent == 0.
+        seq_len: Tokens T per training sequence (fixes the site's event shape (T*K, D)).
+        thoughts: Thoughts K per token (>= 1).
+        init_sigma: Starting prior noise scale.
+        **kwargs: As `PonderLM2` (jacobi_sweeps sets the guide's starting point).
+    """
+
+    def __init__(self, decoder: Decoder, seq_len: int, thoughts: int = 1, init_sigma: float = 0.1,
+                 **kwargs):
+        if thoughts < 1:
+            raise ValueError(f"StochasticPonderLM2 needs thoughts >= 1, got {thoughts}.")
+        super().__init__(decoder, thoughts=thoughts, **kwargs)
+        self.seq_len = seq_len
+        self.prior = ThoughtNoisePrior(seq_len * thoughts, decoder.cfg.d_model, init_sigma)
+        self.prior._family = [self]
+
+    def model(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pyro model over blocks `tokens` (B, T+1), T = seq_len.
+
+        Returns:
+            The thoughts z (B, T*K, D).
+        """
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        if inputs.shape[1] != self.seq_len:
+            raise ValueError(f"StochasticPonderLM2 was built for sequences of {self.seq_len} tokens "
+                             f"(the site's event shape), got {inputs.shape[1]}.")
+        x = self.token_inputs(inputs)  # (B, T, D)
+        with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
+            prior = ThoughtSequence(self, x)
+            z = pyro.sample(LATENT_SITE, prior)  # (B, T*K, D)
+            h = prior.means(z)[0][:, :, -1]  # (B, T, D): the last slot of each token predicts
+            pyro.sample(TOKEN_SITE, TokenSequence(self.decoder.logits(h)), obs=targets)
+        return z
+
+    @torch.no_grad()
+    def exact_thoughts_given(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The prior means (B, T, K, D) of thoughts z (B, T*K, D), each from a separate prefix pass."""
+        B, T, D = x.shape
+        z = z.view(B, T, self.thoughts, D)  # (B, T, K, D)
+        means = torch.zeros_like(z)
+        for t in range(T):
+            for k in range(self.thoughts):
+                means[:, t, k] = self.run_slots(x[:, :t + 1], z[:, :t + 1])[:, t, k]
+        return means
+
+    @torch.no_grad()
+    def initial_locs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Guide starting means (B, T*K, D): the Jacobi-solved deterministic thoughts."""
+        x = self.token_inputs(tokens[:, :-1])  # (B, T, D)
+        z = self.jacobi_thoughts(x, self.jacobi_sweeps)  # (B, T, K, D)
+        return z.reshape(z.shape[0], -1, z.shape[-1])
+
+
+class ThoughtGuide(LocalGaussianGuide):
+    """Local Gaussian per thought, started at the deterministic thoughts with the prior's sigma."""
+
+    def __init__(self):
+        super().__init__(init_scale=1.0)
+
+    def init_locals(self, prior, batch_size, tokens):
+        if not isinstance(prior, ThoughtNoisePrior) or tokens is None:
+            raise ValueError("ThoughtGuide fits the thoughts of a StochasticPonderLM2; reset it with "
+                             "that model's prior and the batch's tokens.")
+        loc = prior._family[0].initial_locs(tokens)  # (B, T*K, D)
+        return {"loc": loc, "log_scale": torch.full_like(loc, float(prior.log_sigma.detach()))}

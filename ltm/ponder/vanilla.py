@@ -1,0 +1,40 @@
+"""The vanilla decoder as a token-level Pyro program: the control of every pondering comparison.
+
+Prior: none in effect; `prior` is `ContextDelta(1, d_model)` only to document that this is the
+degenerate case with no thought at all. Guide: the empty guide ("none"). Budget knob: none (one
+decoder slot per token). The ELBO with the empty guide is the summed token cross-entropy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ltm.ponder.family import DecodeState, TokenLevelFamily
+
+
+class VanillaDecoder(TokenLevelFamily):
+    """p(x) = prod_t p(x_{t+1} | x_<=t): the plain decoder, no thoughts.
+
+    Args:
+        decoder: A `Decoder` with n_latent == 0.
+    """
+
+    slots_per_token = 1
+
+    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.decoder(inputs), None  # (B, T, V)
+
+    def full_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.decoder(tokens)  # (B, T, V)
+
+    def prefill(self, tokens: torch.Tensor, max_len: int | None = None
+                ) -> tuple[torch.Tensor, DecodeState]:
+        cache = self.decoder.new_cache(tokens.shape[0], max_len or self.decoder.cfg.block_size)
+        logits = self.decoder(tokens, cache=cache)[:, -1]  # (B, V)
+        return logits, DecodeState(cache, tokens.shape[1])
+
+    def decode_step(self, token: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
+        self.check_length(state.position + 1)
+        logits = self.decoder(token[:, None], cache=state.cache)[:, -1]  # (B, V)
+        state.position += 1
+        return logits, state

@@ -87,10 +87,11 @@ class LocalGuide(nn.Module):
 def check_guide_fits_prior(guide: LocalGuide, prior: Prior) -> None:
     """Refuse a point-mass prior paired with a guide that is not the prior itself."""
     if prior.is_degenerate and not guide.fits_degenerate_prior:
+        fix = ("the empty guide (guide='none'): its thoughts are deterministic" if prior.token_level
+               else "the prior guide (guide='prior', q = p)")
         raise ValueError(
             f"prior {type(prior).__name__} is degenerate (a point mass), so guide "
-            f"{type(guide).__name__} would score log 0 = -inf; use the prior guide "
-            f"(guide='prior', q = p) with a degenerate prior.")
+            f"{type(guide).__name__} would score log 0 = -inf; use {fix}.")
 
 
 def prior_device(prior: Prior) -> torch.device:

@@ -321,11 +321,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 
 def load_guide(path: str | Path, device: str | torch.device = "cpu"):
     """The run's guide, with its global parameters (amortised guides) loaded from the checkpoint."""
-    from inference import build_guide
+    from ltm.families import build_run_guide
 
     step_dir = resolve_checkpoint(path)
     config = read_config(step_dir)
-    guide = build_guide(config.guide, **config.guide_kwargs)
+    guide = build_run_guide(config)
     load_weights(step_dir, guide=guide)
     return guide.to(device)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from ltm.model import LatentThoughtModel
+from ltm.ponder.builders import DETERMINISTIC_MODELS, PONDER_MODELS
 from ltm.registry import resolve
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ def build_ltm(cfg: TrainConfig, vocab_size: int) -> LatentThoughtModel:
     return LatentThoughtModel.build(cfg.decoder_config(vocab_size), cfg.prior, **cfg.prior_kwargs)
 
 
-MODELS = {"ltm": build_ltm}
+MODELS = {"ltm": build_ltm, **PONDER_MODELS}  # + vanilla, ponderlm2, pause, looped
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> nn.Module:
@@ -34,3 +35,17 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> nn.Module:
     except TypeError as err:  # a prior that does not take the given prior_kwargs
         raise ValueError(f"cannot build model '{cfg.model}' with prior '{cfg.prior}' and "
                          f"prior_kwargs {cfg.prior_kwargs}: {err}.") from err
+
+
+def build_run_guide(cfg: TrainConfig):
+    """The run's guide. A deterministic family left at the default guide gets the empty guide."""
+    from inference import build_guide
+    from ltm.train_config import ConfigError
+
+    name = cfg.guide
+    if cfg.model in DETERMINISTIC_MODELS and name == "gaussian":
+        name = "none"  # its thoughts are pyro.deterministic sites: nothing to infer
+    try:
+        return build_guide(name, **cfg.guide_kwargs)
+    except TypeError as err:
+        raise ConfigError(f"guide '{name}' does not take guide_kwargs {cfg.guide_kwargs}: {err}.") from None

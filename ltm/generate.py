@@ -19,6 +19,8 @@ from torch.distributions import Independent, Normal
 from inference.guide import LocalGuide
 from inference.guides import LocalGaussianGuide, PriorGuide
 from inference.inner_loop import InnerLoopConfig, fit_local
+from ltm.ponder.decode import decode as decode_family
+from ltm.ponder.decode import is_token_level
 from ltm.sampling import (
     LATENT_STREAM,
     TOKEN_STREAM,
@@ -220,10 +222,11 @@ def generate(model, prompts: list[list[int]] | None = None, *, num_samples: int 
     p * num_samples + s is sample s of prompt p) and row r uses the random streams of row
     first_row + r. For a `LatentThoughtModel`, z comes from q(z | prompt) fitted with
     `inner.steps` steps (one-token prompts: from the prior), or from the prior when
-    `unconditional`. A plain `Decoder` decodes without thoughts.
+    `unconditional`. A plain `Decoder` decodes without thoughts. A token-level family
+    (`ltm.ponder`: its thoughts are deterministic) decodes through its own prefill/decode_step.
 
     Args:
-        model: A `LatentThoughtModel` or a `Decoder` with n_latent == 0.
+        model: A `LatentThoughtModel`, a `Decoder` with n_latent == 0, or a token-level family.
         prompts: Token ids per prompt (ragged allowed). Unconditional default: [[bos_id]].
         num_samples: Samples per prompt.
         unconditional: Draw z from the prior instead of fitting it to the prompt.
@@ -255,6 +258,8 @@ def generate(model, prompts: list[list[int]] | None = None, *, num_samples: int 
         prompts = [[bos_id]]
     rows = [list(p) for p in prompts for _ in range(num_samples)]
     check_prompts(decoder, rows, sampling)  # before any (costly) fit
+    if is_token_level(model):  # ltm.ponder families: no sequence-level z to fit or draw
+        return decode_family(model, rows, sampling, first_row=first_row)
     latents = None
     if latent and unconditional:
         latents = prior_latents(model, len(rows), sampling.seed, first_row=first_row)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from inference import build_guide
 from ltm.checkpoint import CheckpointError, load_checkpoint, load_guide
+from ltm.families import build_run_guide
 from ltm.generate import generate
 from ltm.sampling import SamplingConfig
 from ltm.tokenizer import decode, encode, special_ids
@@ -54,7 +54,7 @@ def generate_text(model, tokenizer, config, prompts: list[str] | None = None, *,
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                               top_p=top_p, seed=seed, eos_id=eos)
     if guide is None:
-        guide = build_guide(config.guide, **config.guide_kwargs).to(next(model.parameters()).device)
+        guide = build_run_guide(config).to(next(model.parameters()).device)
     rows = generate(model, ids, num_samples=num_samples, unconditional=unconditional, sampling=sampling,
                     inner=config.inner_config(k), guide=guide, bos_id=bos)
     return [decode(tokenizer, r) for r in rows]

@@ -41,7 +41,8 @@ class TrainConfig:
     """Everything a training run needs; see `python -m ltm.train --help`."""
 
     # model
-    model: str = _f("ltm", "model family (registry name or module:function; only 'ltm' so far)", "model")
+    model: str = _f("ltm", "model family: ltm, vanilla, ponderlm2, ponderlm, adaptive_cot, pause, looped, "
+                    "ponderlm2_stochastic, or module:function", "model")
     d_model: int = _f(128, "residual stream width", "model")
     n_layer: int = _f(2, "transformer blocks", "model")
     n_head: int = _f(4, "attention heads per block", "model")
@@ -53,6 +54,18 @@ class TrainConfig:
     prior_kwargs: dict = _f({}, "keyword arguments of the prior, as JSON", "model")
     guide: str = _f("gaussian", "local posterior guide: registry name or module:Class", "model")
     guide_kwargs: dict = _f({}, "keyword arguments of the guide, as JSON", "model")
+    thoughts: int = _f(1, "thoughts K per token (ponderlm2); pause slots P per token (pause)", "model")
+    jacobi_sweeps: int = _f(3, "ponderlm2: Jacobi sweeps J solving the thoughts at training time", "model")
+    max_jacobi_sweeps: int | None = _f(None, "ponderlm2: draw J uniformly from [jacobi_sweeps, this] "
+                                       "per training step (none: J fixed)", "model")
+    loops: int = _f(2, "looped: passes L through the shared block stack", "model")
+    ponder_passes: int = _f(3, "ponderlm (v1): pondering passes S (decode costs S+1 steps per token)",
+                            "model")
+    max_latent_steps: int = _f(3, "adaptive_cot: most latent steps l_max per token", "model")
+    halt_lambda: float = _f(0.01, "adaptive_cot: router penalty lambda per expected latent step", "model")
+    halt_beta: float = _f(1.0, "adaptive_cot: weight beta of the router's accuracy term", "model")
+    prune_threshold: float = _f(0.0, "adaptive_cot: skip steps whose reach is below this (0: never)",
+                                "model")
     # inner (fast) loop
     inner_steps: int = _f(4, "inner steps K fitting q(z|x) per training batch", "inner loop")
     fast_lr: float = _f(0.3, "fast (inner-loop) learning rate", "inner loop")

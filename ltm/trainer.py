@@ -20,7 +20,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from inference import DualRateOptimizer, build_guide
+from inference import DualRateOptimizer
 from ltm.checkpoint import (
     LATEST_FILE,
     TOKENIZER_FILE,
@@ -39,7 +39,7 @@ from ltm.checkpoint import (
 )
 from ltm.data import BatchIterator, prepare_data
 from ltm.evaluate import BOUND_LABEL, Bound, elbo_bound, fixed_batches
-from ltm.families import build_model
+from ltm.families import build_model, build_run_guide
 from ltm.train_config import ConfigError, TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -118,11 +118,7 @@ class Trainer:
         pyro.set_rng_seed(cfg.seed)
         self.data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
         self.model = build_model(cfg, self.data.vocab_size).to(self.device)
-        try:
-            self.guide = build_guide(cfg.guide, **cfg.guide_kwargs).to(self.device)
-        except TypeError as err:
-            raise ConfigError(f"guide '{cfg.guide}' does not take guide_kwargs {cfg.guide_kwargs}: "
-                              f"{err}.") from None
+        self.guide = build_run_guide(cfg).to(self.device)
         self.opt = DualRateOptimizer(self.model, self.guide, cfg.inner_config(), cfg.slow_config(),
                                      num_particles=cfg.num_particles)
         self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)

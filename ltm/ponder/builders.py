@@ -1,9 +1,10 @@
 """Builders of the token-level families for the CLI trainer: `(cfg: TrainConfig, vocab_size) -> family`.
 
-Register them with `MODELS.update(PONDER_MODELS)` in `ltm.families`. Each reads its budget knob
-from the config (`thoughts`, `jacobi_sweeps`, `max_jacobi_sweeps`, `loops`; defaults here while a
-field is missing) and builds its decoder from the config's shape without cross-attention. Train
-the deterministic ones with the empty guide (`--guide none`).
+`ltm.families` registers `PONDER_MODELS`. Each builder reads its budget knobs from the config
+(`thoughts`, `jacobi_sweeps`, `max_jacobi_sweeps`, `loops`, `ponder_passes`, `max_latent_steps`,
+`halt_lambda`, `halt_beta`, `prune_threshold`) and builds its decoder from the config's shape
+without cross-attention. The deterministic families train with the empty guide (`--guide none`,
+chosen for them when the guide is left at its default).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from ltm.decoder import Decoder
+from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
 from ltm.ponder.baselines import LoopedDecoder, PauseTokens
+from ltm.ponder.ponderlm import PonderLM
 from ltm.ponder.ponderlm2 import PonderLM2
 from ltm.ponder.ponderlm2_stochastic import StochasticPonderLM2
 from ltm.ponder.vanilla import VanillaDecoder
@@ -57,5 +60,21 @@ def build_looped(cfg: TrainConfig, vocab_size: int) -> LoopedDecoder:
     return LoopedDecoder(_decoder(cfg, vocab_size), loops=getattr(cfg, "loops", 2))
 
 
-PONDER_MODELS = {"vanilla": build_vanilla, "ponderlm2": build_ponderlm2, "pause": build_pause,
-                 "looped": build_looped, "ponderlm2_stochastic": build_ponderlm2_stochastic}
+def build_ponderlm(cfg: TrainConfig, vocab_size: int) -> PonderLM:
+    """PonderLM (v1) with S = `ponder_passes` pondering passes."""
+    return PonderLM(_decoder(cfg, vocab_size), passes=getattr(cfg, "ponder_passes", 3))
+
+
+def build_adaptive_cot(cfg: TrainConfig, vocab_size: int) -> AdaptiveLatentCoT:
+    """Adaptive latent CoT with l_max = `max_latent_steps`, lambda = `halt_lambda`,
+    beta = `halt_beta` and the reach threshold `prune_threshold`."""
+    return AdaptiveLatentCoT(_decoder(cfg, vocab_size), max_steps=getattr(cfg, "max_latent_steps", 3),
+                             halt_lambda=getattr(cfg, "halt_lambda", 0.01),
+                             halt_beta=getattr(cfg, "halt_beta", 1.0),
+                             prune_threshold=getattr(cfg, "prune_threshold", 0.0))
+
+
+DETERMINISTIC_MODELS = {"vanilla": build_vanilla, "ponderlm2": build_ponderlm2, "pause": build_pause,
+                        "looped": build_looped, "ponderlm": build_ponderlm,
+                        "adaptive_cot": build_adaptive_cot}
+PONDER_MODELS = {**DETERMINISTIC_MODELS, "ponderlm2_stochastic": build_ponderlm2_stochastic}

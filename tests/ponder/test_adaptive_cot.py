@@ -190,7 +190,7 @@ def test_hard_positions_get_more_steps():
 
 
 def test_builder_and_sampler():
-    from ltm.ponder.pondering_builders import build_adaptive_cot
+    from ltm.ponder.builders import build_adaptive_cot
     from ltm.sampling import SamplingConfig
     from ltm.train_config import TrainConfig
 

@@ -79,7 +79,7 @@ def test_trains_on_a_repeated_batch():
 
 
 def test_builder_and_sampler():
-    from ltm.ponder.pondering_builders import build_ponderlm
+    from ltm.ponder.builders import build_ponderlm
     from ltm.sampling import SamplingConfig
     from ltm.train_config import TrainConfig
 

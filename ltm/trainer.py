@@ -231,13 +231,15 @@ class Trainer:
             result = self.opt.step(next(self.batches).to(self.device))  # batch (B, T+1)
             self.step += 1
             tok_s = tokens_per_step / (time.perf_counter() - start)
+            family = {"mean_latent_steps": self.model.mean_steps} if hasattr(self.model, "mean_steps") else {}
             self.metrics.write({"step": self.step, "split": "train", "loss": result.loss,
                                 "reconstruction": result.reconstruction, "kl": result.kl,
                                 "perplexity_bound": result.perplexity_bound, "lr": result.lr,
-                                "grad_norm": result.grad_norm, "tokens_per_s": tok_s})
+                                "grad_norm": result.grad_norm, "tokens_per_s": tok_s, **family})
             bar.set_postfix(loss=f"{result.loss:.3f}", recon=f"{result.reconstruction:.3f}",
                             kl=f"{result.kl:.3f}", ppl_bound=f"{result.perplexity_bound:.1f}",
-                            tok_s=f"{tok_s:.0f}", refresh=False)
+                            tok_s=f"{tok_s:.0f}", **{k: f"{v:.2f}" for k, v in family.items()},
+                            refresh=False)
             bar.update()
             if self._due(cfg.eval_every):
                 bound = self.validate()

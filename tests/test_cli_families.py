@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 
 from ltm.families import MODELS
@@ -34,6 +37,11 @@ def test_family_trains_and_samples(family, tmp_path, tmp_path_factory, capsys):
     flags = tiny_flags(corpus, cache, run, max_steps=3, save_every=3, eval_every=3, lr_decay_steps=3)
     assert train_main([*flags, "--model", family, *FAMILY_FLAGS[family]]) == 0
     capsys.readouterr()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert len(train) == 3 and all(math.isfinite(r["loss"]) for r in train)
+    if family == "adaptive_cot":  # the mean number of latent steps per token is reported
+        assert all(0 <= r["mean_latent_steps"] <= 2 for r in train)
     args = ["--checkpoint", str(run), "--prompt", "the cat sat", "--max-new-tokens", "5", "--seed", "3"]
     assert sample_main(args) == 0
     first = capsys.readouterr().out

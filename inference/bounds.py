@@ -160,6 +160,10 @@ def next_token_logits(model, inputs: torch.Tensor, z: torch.Tensor | None) -> to
     no-cache path), else `model.decoder(inputs)`.
     """
     if z is not None:
+        if model.decoder.cfg.n_latent == 0:
+            raise ValueError(f"{type(model).__name__} has token-level stochastic thoughts, which this "
+                             f"adapter cannot condition on; score it with the ELBO or the "
+                             f"importance-weighted bound instead.")
         return model.decoder(inputs, latents=z)
     if hasattr(model, "full_logits"):
         return model.full_logits(inputs)

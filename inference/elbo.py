@@ -39,7 +39,14 @@ class LatentELBO(TraceMeanField_ELBO):
 
     `terms(...)` runs the same traces and the same KL rules as `differentiable_loss`, so
     `-terms(...).elbo.sum()` equals `differentiable_loss(...)` for the same noise draw.
+
+    `max_plate_nesting` defaults to 1 (ltm's models have the one plate "sequences"): left unset,
+    Pyro would guess it by running model and guide once more on a new loss object's first call,
+    an extra forward pass on every fresh inner loop. Pass a larger value for nested plates.
     """
+
+    def __init__(self, *, max_plate_nesting: int = 1, **kwargs):
+        super().__init__(max_plate_nesting=max_plate_nesting, **kwargs)
 
     def terms(self, model, guide, *args, **kwargs) -> ElboTerms:
         """Per-sequence reconstruction and KL, averaged over `num_particles` draws."""

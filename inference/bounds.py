@@ -41,7 +41,7 @@ __all__ = ["ElboBound", "ImportanceWeightedBound", "PrefixPredictive", "Publishe
            "fresh_noise_elbo", "importance_weighted_bound", "prefix_predictive_perplexity",
            "published_protocol", "log_weights", "next_token_logits"]
 
-def _as_batches(tokens) -> list[torch.Tensor]:
+def _as_batches(tokens, device: torch.device) -> list[torch.Tensor]:
     batches = [tokens] if isinstance(tokens, torch.Tensor) else list(tokens)
     if not batches:
         raise ValueError("no batches to evaluate: give a (B, T+1) tensor or a non-empty list of them.")
@@ -49,7 +49,7 @@ def _as_batches(tokens) -> list[torch.Tensor]:
         if b.dim() != 2 or b.shape[1] < 2:
             raise ValueError(f"each batch must be token ids (B, T+1) with T+1 >= 2, got shape "
                              f"{tuple(b.shape)}.")
-    return batches
+    return [b.to(device) for b in batches]
 
 
 def _check_count(name: str, value: int) -> None:
@@ -116,8 +116,8 @@ def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: in
     """
     _check_count("num_draws", num_draws)
     elbo, recon, kl, n_tok, n_seq = LatentELBO(num_particles=num_draws), 0.0, 0.0, 0, 0
-    with _evaluating(model, seed):
-        for batch in _as_batches(tokens):
+    with _evaluating(model, seed) as device:
+        for batch in _as_batches(tokens, device):
             _fit(model, guide, batch, inner)
             with torch.no_grad():
                 terms = elbo.terms(model.model, guide, batch)  # (B,) each
@@ -140,8 +140,8 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
     """
     _check_count("num_samples S", num_samples)
     total, n_tok, n_seq = 0.0, 0, 0
-    with _evaluating(model, seed):
-        for batch in _as_batches(tokens):
+    with _evaluating(model, seed) as device:
+        for batch in _as_batches(tokens, device):
             _fit(model, guide, batch, inner)
             with torch.no_grad():
                 logw = torch.stack([log_weights(model, guide, batch)
@@ -193,8 +193,8 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
     _check_count("num_samples S", num_samples)
     _check_count("prefix_len", prefix_len)
     total, n_tok, n_seq = 0.0, 0, 0
-    with _evaluating(model, seed):
-        for batch in _as_batches(tokens):
+    with _evaluating(model, seed) as device:
+        for batch in _as_batches(tokens, device):
             if prefix_len >= batch.shape[1]:
                 raise ValueError(f"prefix_len={prefix_len} leaves nothing to score in blocks of "
                                  f"{batch.shape[1]} tokens; the block must be longer than the "
@@ -237,8 +237,8 @@ def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int =
     """
     same_noise, elbo = replace(inner, reuse_noise=True), LatentELBO()
     recon, kl, nll, counts = [], [], [], []
-    with _evaluating(model, seed):
-        for batch in _as_batches(tokens):
+    with _evaluating(model, seed) as device:
+        for batch in _as_batches(tokens, device):
             _fit(model, guide, batch, same_noise, fresh=False)
             with torch.no_grad():
                 terms = elbo.terms(model.model, guide, batch)  # (B,) each, the fit's own draw

@@ -18,67 +18,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from inference import InnerLoopConfig, LatentELBO, fit_local
 from inference.bound_results import ELBO_LABEL, IWAE_LABEL, PREFIX_LABEL, PUBLISHED_LABEL
 from inference.bounds_curve import bounds_vs_inner_steps, plot_curve
 from ltm.checkpoint import CheckpointError, load_checkpoint, load_guide, resolve_checkpoint
-
-BOUND_LABEL = ("fresh-noise ELBO bound after fitting q(z|x) with K inner steps on the scored text: "
-               "-ELBO >= NLL, so the perplexity shown is an upper bound, not a perplexity")
-
-
-@dataclass
-class Bound:
-    """The ELBO bound at one budget, per token (nats)."""
-
-    inner_steps: int
-    reconstruction: float  # -E_q[log p(x|z)] per token
-    kl: float  # KL(q || p) per token
-    tokens: int
-
-    @property
-    def neg_elbo(self) -> float:
-        return self.reconstruction + self.kl
-
-    @property
-    def perplexity_bound(self) -> float:
-        return math.exp(min(self.neg_elbo, 700.0))
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "neg_elbo": self.neg_elbo, "perplexity_bound": self.perplexity_bound}
-
-
-def elbo_bound(ltm, guide, batches: list[torch.Tensor], inner: InnerLoopConfig, seed: int = 0) -> Bound:
-    """The fresh-noise ELBO of `batches` (each (B, T+1)) after fitting q with `inner.steps` steps.
-
-    Runs inside `torch.random.fork_rng` seeded with `seed`, so the caller's RNG stream (e.g. a
-    training run's) is left exactly as it was.
-    """
-    elbo, recon, kl, n_tokens = LatentELBO(), 0.0, 0.0, 0
-    was_training = ltm.training
-    ltm.eval()
-    device = next(ltm.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for tokens in batches:
-            tokens = tokens.to(device)  # (B, T+1)
-            fit_local(ltm.model, guide, ltm.prior, tokens, inner, elbo)
-            guide.detach_locals()
-            guide.fixed_noise = None  # score with a fresh draw, never the one the fit was tuned to
-            with torch.no_grad():
-                terms = elbo.terms(ltm.model, guide, tokens)  # per sequence (B,)
-            recon -= terms.reconstruction.sum().item()
-            kl += terms.kl.sum().item()
-            n_tokens += tokens[:, 1:].numel()
-    ltm.train(was_training)
-    return Bound(inner.steps, recon / n_tokens, kl / n_tokens, n_tokens)
 
 
 def fixed_batches(blocks, batch_size: int, num_batches: int) -> list[torch.Tensor]:

@@ -1,7 +1,7 @@
 """The training loop: data, model, guide and the dual-rate optimiser; metrics, validation, checkpoints.
 
     trainer = Trainer(TrainConfig(max_steps=100, out_dir="runs/x"))
-    trainer.train()  # -> the final validation `Bound`
+    trainer.train()  # -> the final validation `ElboBound`
 
 Resuming (`resume="auto"` or a checkpoint path) restores the parameters, the slow optimiser and its
 scheduler, the step, every RNG state and the data order, so the run continues exactly as if it had
@@ -21,6 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from inference import DualRateOptimizer
+from inference.bound_results import ELBO_LABEL, ElboBound
+from inference.bounds import fresh_noise_elbo
 from ltm.checkpoint import (
     LATEST_FILE,
     TOKENIZER_FILE,
@@ -38,7 +40,7 @@ from ltm.checkpoint import (
     step_dirs,
 )
 from ltm.data import BatchIterator, prepare_data
-from ltm.evaluate import BOUND_LABEL, Bound, elbo_bound, fixed_batches
+from ltm.evaluate import fixed_batches
 from ltm.families import build_model, build_run_guide
 from ltm.train_config import ConfigError, TrainConfig
 
@@ -181,15 +183,16 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def validate(self) -> Bound | None:
+    def validate(self) -> ElboBound | None:
         """Fresh-noise ELBO bound on the fixed validation batches, with the eval budget K."""
         cfg = self.cfg
         if not self.val_batches:
             return None
         k = cfg.eval_steps
-        bound = elbo_bound(self.model, self.guide, self.val_batches, cfg.inner_config(k),
-                           seed=cfg.seed + self.step)
-        self.metrics.write({"step": self.step, "split": "val", **bound.to_dict()})
+        bound = fresh_noise_elbo(self.model, self.guide, self.val_batches, cfg.inner_config(k),
+                                 seed=cfg.seed + self.step)
+        record = {key: v for key, v in bound.to_dict().items() if key != "label"}
+        self.metrics.write({"step": self.step, "split": "val", **record})
         self.log(f"step {self.step:>6} | val {bound.reconstruction:.4f} recon + {bound.kl:.4f} KL = "
                  f"{bound.neg_elbo:.4f} nats/token, perplexity <= {bound.perplexity_bound:.2f} (K={k}, "
                  f"fresh-noise ELBO bound)")
@@ -207,7 +210,7 @@ class Trainer:
     def _due(self, every: int) -> bool:
         return self.step == self.cfg.max_steps or (every > 0 and self.step % every == 0)
 
-    def train(self) -> Bound | None:
+    def train(self) -> ElboBound | None:
         """Train to `max_steps`, validating and checkpointing on schedule and at the end."""
         cfg = self.cfg
         if self.step >= cfg.max_steps:
@@ -247,7 +250,7 @@ class Trainer:
                 path = self.save()
                 self.log(f"step {self.step:>6} | saved {path}")
         bar.close()
-        label = f" Validation numbers are a {BOUND_LABEL}." if bound is not None else ""
+        label = f" Validation numbers are the {ELBO_LABEL}." if bound is not None else ""
         self.log(f"done: step {self.step} in {time.perf_counter() - started:.1f} s; checkpoints in "
                  f"{self.out_dir}.{label}")
         return bound

@@ -41,7 +41,8 @@ class PonderLM2(TokenLevelFamily):
         thoughts: Thoughts K per token (0 = a vanilla decoder with normed embeddings).
         jacobi_sweeps: Sweeps J of the training-time Jacobi solve (the lower end when drawn).
         max_jacobi_sweeps: If given, J is drawn uniformly from [jacobi_sweeps, max_jacobi_sweeps]
-            at every training forward (global torch RNG); evaluation uses the maximum.
+            at every training forward (global torch RNG). In eval mode the model scores with the
+            exact (sequential) thoughts instead, so evaluation reports exact NLLs.
         prefill: "jacobi" (sweeps until the thoughts stop changing by more than `prefill_tol`,
             at most P*K, then one pass fills the KV cache) or "sequential" (K+1 single-slot
             cached steps per prompt token; exact by construction).
@@ -115,8 +116,6 @@ class PonderLM2(TokenLevelFamily):
         """J for this forward: drawn per training step when a range is set, else fixed."""
         if self.max_jacobi_sweeps is None:
             return self.jacobi_sweeps
-        if not self.training:
-            return self.max_jacobi_sweeps
         return int(torch.randint(self.jacobi_sweeps, self.max_jacobi_sweeps + 1, ()))
 
     # -- the family interface ---------------------------------------------------------------------
@@ -124,7 +123,8 @@ class PonderLM2(TokenLevelFamily):
     def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_length(inputs.shape[1])
         x = self.token_inputs(inputs)  # (B, T, D)
-        z = self.jacobi_thoughts(x, self.sweeps())  # (B, T, K, D)
+        # training: J Jacobi sweeps; evaluation: the exact thoughts, so scores are exact NLLs
+        z = self.jacobi_thoughts(x, self.sweeps()) if self.training else self.exact_thoughts(x)
         h = self.run_slots(x, z)[:, :, -1]  # (B, T, D): the last slot of each token predicts
         return self.decoder.logits(h), z  # (B, T, V), (B, T, K, D)
 

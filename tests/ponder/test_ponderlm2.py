@@ -9,6 +9,7 @@ import torch
 from inference import EmptyGuide, LatentELBO
 from ltm.ponder.ponderlm2 import PonderLM2
 from tests.ponder.helpers import (
+    VOCAB,
     T,
     assert_cache_matches_recompute,
     assert_elbo_is_cross_entropy,
@@ -71,3 +72,17 @@ def test_gradients_flow_through_every_pass():
 def test_trains():
     losses = train_losses(PonderLM2(tiny_decoder(), thoughts=1, jacobi_sweeps=1, max_jacobi_sweeps=2))
     assert losses[-1] < losses[0] - 0.3, losses
+
+
+def test_eval_mode_scores_with_the_exact_thoughts():
+    torch.manual_seed(0)
+    family = PonderLM2(tiny_decoder(), thoughts=2, jacobi_sweeps=1)
+    tokens = batch()
+    family.eval()
+    exact = torch.nn.functional.cross_entropy(family.full_logits(tokens[:, :-1]).reshape(-1, VOCAB),
+                                              tokens[:, 1:].reshape(-1), reduction="sum")
+    loss = LatentELBO().differentiable_loss(family.model, EmptyGuide(), tokens)
+    torch.testing.assert_close(loss, exact, rtol=1e-5, atol=1e-4)
+    family.train()  # training uses J = 1 sweep: an approximation, not the exact score
+    approx = LatentELBO().differentiable_loss(family.model, EmptyGuide(), tokens)
+    assert abs(approx.item() - exact.item()) > 1e-4

@@ -29,11 +29,10 @@ from ltm.sampling import (
     check_prompts,
     filter_logits,
     left_pad,
-    next_tokens,
     row_generators,
     row_normals,
     row_seed,
-    trim_after_eos,
+    sample_loop,
 )
 
 __all__ = ["SamplingConfig", "filter_logits", "decode", "conditional_latents", "prior_latents",
@@ -82,23 +81,11 @@ def decode(decoder, prompts: list[list[int]], cfg: SamplingConfig, latents: torc
                                        attn_mask=mask)  # (B, Tq, D)
         return decoder.logits(hidden[:, -1])  # (B, V)
 
-    out = torch.zeros(B, n_new, dtype=torch.long, device=device)  # (B, n_new)
-    done = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
-    logits = step_logits(0, P)  # (B, V)
-    steps = 0
-    for t in range(n_new):
-        tokens = next_tokens(logits, cfg, gens)  # (B,)
-        out[:, t] = seq[:, P + t] = tokens
-        steps = t + 1
-        if on_step is not None:
-            on_step(t, logits, tokens)
-        if cfg.eos_id is not None:
-            done |= tokens == cfg.eos_id
-            if bool(done.all()):
-                break
-        if t + 1 < n_new:
-            logits = step_logits(P + t, P + t + 1)  # (B, V)
-    return trim_after_eos(out[:, :steps].tolist(), cfg.eos_id)
+    def advance(t: int, tokens: torch.Tensor) -> torch.Tensor:
+        seq[:, P + t] = tokens
+        return step_logits(P + t, P + t + 1)  # (B, V)
+
+    return sample_loop(step_logits(0, P), advance, cfg, gens, on_step)
 
 
 def _draw(q, eps: torch.Tensor, seeds: list[int], mean: bool = False) -> torch.Tensor:

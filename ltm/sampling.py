@@ -14,6 +14,7 @@ function of (model, prompts, config, seed), and row i of a batched call equals a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -127,6 +128,38 @@ def next_tokens(logits: torch.Tensor, cfg: SamplingConfig,
     index = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # (B,): first cdf > target
     last_kept = (cdf >= cdf[:, -1:]).double().argmax(-1)  # (B,): where the cdf reaches its total
     return torch.minimum(index, last_kept)  # (B,); guards a target rounded up to the total
+
+
+def sample_loop(first_logits: torch.Tensor, advance: Callable[[int, torch.Tensor], torch.Tensor],
+                cfg: SamplingConfig, generators: list[torch.Generator],
+                on_step: Callable | None = None) -> list[list[int]]:
+    """Draw up to `cfg.max_new_tokens` tokens per row; every row stops once all emitted eos.
+
+    Args:
+        first_logits: Next-token logits (B, V) after the prompts.
+        advance: `advance(t, tokens (B,))` takes the tokens drawn at step t and returns the logits
+            (B, V) of step t + 1 (it is not called after the last step).
+        cfg: Sampling settings.
+        generators: One generator per row (its token stream).
+        on_step: Called after each step as on_step(step, logits (B, V), tokens (B,)).
+
+    Returns:
+        The drawn tokens of each row, cut after `cfg.eos_id`.
+    """
+    logits, drawn = first_logits, []
+    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)  # (B,)
+    for t in range(cfg.max_new_tokens):
+        tokens = next_tokens(logits, cfg, generators)  # (B,)
+        drawn.append(tokens)
+        if on_step is not None:
+            on_step(t, logits, tokens)
+        if cfg.eos_id is not None:
+            done |= tokens == cfg.eos_id
+            if bool(done.all()):
+                break
+        if t + 1 < cfg.max_new_tokens:
+            logits = advance(t, tokens)  # (B, V)
+    return trim_after_eos(torch.stack(drawn, dim=1).tolist(), cfg.eos_id)  # from (B, steps)
 
 
 def check_prompts(decoder, prompts: list[list[int]], cfg: SamplingConfig) -> None:

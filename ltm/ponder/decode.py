@@ -18,9 +18,8 @@ from ltm.sampling import (
     TOKEN_STREAM,
     SamplingConfig,
     check_prompts,
-    next_tokens,
     row_generators,
-    trim_after_eos,
+    sample_loop,
 )
 
 
@@ -66,7 +65,7 @@ def decode(family, prompts: list[list[int]], cfg: SamplingConfig, *, first_row: 
                 out[r] = new
     finally:
         family.train(was_training)
-    return trim_after_eos(out, cfg.eos_id)
+    return out
 
 
 def _decode_group(family, tokens: torch.Tensor, cfg: SamplingConfig, gens: list[torch.Generator],
@@ -75,25 +74,18 @@ def _decode_group(family, tokens: torch.Tensor, cfg: SamplingConfig, gens: list[
     G, P = tokens.shape
     n_new = cfg.max_new_tokens
     seq = torch.cat([tokens, tokens.new_zeros(G, n_new)], dim=1)  # (G, P + n_new)
+    state = None
     if cfg.use_cache:
         logits, state = family.prefill(tokens, P + n_new)  # (G, V)
     else:
         logits = family.full_logits(tokens)[:, -1]  # (G, V)
-    done = torch.zeros(G, dtype=torch.bool, device=tokens.device)  # (G,)
-    steps = 0
-    for t in range(n_new):
-        new = next_tokens(logits, cfg, gens)  # (G,)
+
+    def advance(t: int, new: torch.Tensor) -> torch.Tensor:
+        nonlocal state
         seq[:, P + t] = new
-        steps = t + 1
-        if on_step is not None:
-            on_step(t, logits, new)
-        if cfg.eos_id is not None:
-            done |= new == cfg.eos_id
-            if bool(done.all()):
-                break
-        if t + 1 < n_new:
-            if cfg.use_cache:
-                logits, state = family.decode_step(new, state)  # (G, V)
-            else:
-                logits = family.full_logits(seq[:, :P + t + 1])[:, -1]  # (G, V)
-    return seq[:, P:P + steps].tolist()
+        if cfg.use_cache:
+            logits, state = family.decode_step(new, state)  # (G, V)
+            return logits
+        return family.full_logits(seq[:, :P + t + 1])[:, -1]  # (G, V)
+
+    return sample_loop(logits, advance, cfg, gens, on_step)

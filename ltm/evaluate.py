@@ -25,7 +25,8 @@ import torch
 
 from inference.bound_results import ELBO_LABEL, IWAE_LABEL, PREFIX_LABEL, PUBLISHED_LABEL
 from inference.bounds_curve import bounds_vs_inner_steps, plot_curve
-from ltm.checkpoint import CheckpointError, load_checkpoint, load_guide, resolve_checkpoint
+from ltm.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
+from ltm.cli_errors import report_user_errors
 
 
 def fixed_batches(blocks, batch_size: int, num_batches: int) -> list[torch.Tensor]:
@@ -217,13 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        run(args)
-    except (CheckpointError, ValueError, FileNotFoundError, FloatingPointError) as err:
-        lines = str(err).strip().splitlines()  # one sentence: a loader's traceback text is dropped
-        print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
-        return 2
-    return 0
+    return report_user_errors(lambda: run(args))
 
 
 if __name__ == "__main__":

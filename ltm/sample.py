@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ltm.checkpoint import CheckpointError, load_checkpoint, load_guide
+from ltm.checkpoint import load_checkpoint, load_guide
+from ltm.cli_errors import report_user_errors
 from ltm.families import build_run_guide
 from ltm.generate import generate
 from ltm.sampling import SamplingConfig
@@ -92,26 +93,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        prompts = list(args.prompt)
-        for path in args.prompt_file:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"prompt file {path} does not exist.")
-            prompts.append(Path(path).read_text().rstrip("\n"))
-        model, tokenizer, config = load_checkpoint(args.checkpoint, args.device)
-        guide = load_guide(args.checkpoint, args.device)
-        texts = generate_text(model, tokenizer, config, prompts or None, guide=guide,
-                              num_samples=args.num_samples,
-                              unconditional=args.unconditional, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              seed=args.seed, inner_steps=args.inner_steps)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return report_user_errors(lambda: _sample(args))
+
+
+def _sample(args: argparse.Namespace) -> None:
+    prompts = list(args.prompt)
+    for path in args.prompt_file:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"prompt file {path} does not exist.")
+        prompts.append(Path(path).read_text().rstrip("\n"))
+    model, tokenizer, config = load_checkpoint(args.checkpoint, args.device)
+    guide = load_guide(args.checkpoint, args.device)
+    texts = generate_text(model, tokenizer, config, prompts or None, guide=guide,
+                          num_samples=args.num_samples,
+                          unconditional=args.unconditional, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                          seed=args.seed, inner_steps=args.inner_steps)
     for i, text in enumerate(texts):
         prompt = prompts[i // args.num_samples] if prompts else ""
         print(f"=== sample {i + 1}/{len(texts)} ===\n{prompt}{text}\n")
-    return 0
 
 
 if __name__ == "__main__":

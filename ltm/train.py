@@ -12,14 +12,11 @@ exits with status 2; set LTM_DEBUG=1 for the traceback.
 
 from __future__ import annotations
 
-import os
 import sys
 
-from ltm.checkpoint import CheckpointError
-from ltm.train_config import ConfigError, TrainConfig, build_parser, config_yaml, given_values
+from ltm.cli_errors import report_user_errors
+from ltm.train_config import TrainConfig, build_parser, config_yaml, given_values
 from ltm.trainer import Trainer, resolve_with_checkpoint
-
-USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,21 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     try:
-        given = given_values(args)
-        cfg = resolve_with_checkpoint(TrainConfig(**given), given)
-        if args.print_config:
-            print(config_yaml(cfg), end="")
-            return 0
-        Trainer(cfg).train()
-    except USER_ERRORS as err:
-        if os.environ.get("LTM_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_user_errors(lambda: _train(args))
     except KeyboardInterrupt:
         print("\ninterrupted; continue from the last checkpoint with --resume auto", file=sys.stderr)
         return 130
-    return 0
+
+
+def _train(args) -> None:
+    given = given_values(args)
+    cfg = resolve_with_checkpoint(TrainConfig(**given), given)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return
+    Trainer(cfg).train()
 
 
 if __name__ == "__main__":

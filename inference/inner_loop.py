@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pyro
@@ -88,9 +89,10 @@ def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerL
             for group in opt.param_groups:
                 group["lr"] = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
             loss = elbo.differentiable_loss(model, guide, tokens)  # summed over sequences
-            if not torch.isfinite(loss):
+            value = loss.item()  # the one host sync of the step
+            if not math.isfinite(value):
                 raise FloatingPointError(
-                    f"inner step {k + 1}/{cfg.steps}: the ELBO loss is {loss.item()}; lower the "
+                    f"inner step {k + 1}/{cfg.steps}: the ELBO loss is {value}; lower the "
                     f"fast learning rate ({cfg.lr}) or check the prior and guide.")
             if cfg.accumulate_decoder_grads:
                 (loss / n_tokens).backward()  # decoder grads accumulate at the slow step's scale
@@ -101,5 +103,5 @@ def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerL
                     p.grad = g
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(value)
     return losses

@@ -3,7 +3,7 @@
 One inner step = one ELBO evaluation + gradient with respect to the local guide tensors + Adam step.
 Three paths, timed round-robin in one run (order rotated each repeat, warm-up first):
 
-  pyro       `inference.fit_local` as the trainer runs it: `LatentELBO().differentiable_loss`,
+  pyro       `ltm.inference.fit_local` as the trainer runs it: `LatentELBO().differentiable_loss`,
              `torch.autograd.grad` w.r.t. the local tensors only, Pyro validation off.
   plain      the identical loss without Pyro: z = loc + exp(log_scale) * eps, fused cross-entropy
              summed, analytic KL(N(loc, scale) || N(0, 1)) summed; same gradients, same Adam.
@@ -21,17 +21,18 @@ Run:  python bench/inner_step.py            (about a minute on 2 idle CPU cores)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from ltm.inference import InnerLoopConfig, LocalGaussianGuide, fit_local
+from ltm.inference.inner_loop import FAST_OPTIMIZERS
+from ltm.inference.schedules import inner_lr
 
-from inference import InnerLoopConfig, LocalGaussianGuide, fit_local
-from inference.inner_loop import FAST_OPTIMIZERS
-from inference.schedules import inner_lr
-from ltm import DecoderConfig, LatentThoughtModel
+from ltm.models import DecoderConfig, LatentThoughtModel
 
 
 def plain_fit(ltm: LatentThoughtModel, tokens: torch.Tensor, cfg: InnerLoopConfig,
@@ -66,8 +67,8 @@ def check_same_loss(ltm, guide, tokens, cfg: InnerLoopConfig, rtol: float = 1e-4
     """Pyro and plain losses agree at every inner step for one shared noise draw."""
     noise = torch.randn((tokens.shape[0],) + tuple(ltm.prior.event_shape),
                         generator=torch.Generator().manual_seed(1))  # (B, N, D)
-    frozen = InnerLoopConfig(**{**vars(cfg), "reuse_noise": True})
-    pyro_losses = fit_local(ltm.model, guide, ltm.prior, tokens, frozen, noise=noise)
+    frozen = dataclasses.replace(cfg, reuse_noise=True)
+    pyro_losses = fit_local(ltm, guide, tokens, frozen, noise=noise)
     plain_losses = plain_fit(ltm, tokens, frozen, noise=noise)
     for k, (a, b) in enumerate(zip(pyro_losses, plain_losses, strict=True)):
         assert abs(a - b) <= rtol * abs(b), f"inner step {k + 1}: pyro loss {a} != plain loss {b}"
@@ -109,9 +110,9 @@ def main() -> None:
     check_same_loss(ltm, guide, tokens, local)
 
     paths = {
-        "pyro": lambda: fit_local(ltm.model, guide, ltm.prior, tokens, local),
+        "pyro": lambda: fit_local(ltm, guide, tokens, local),
         "plain": lambda: plain_fit(ltm, tokens, local),
-        "published": lambda: fit_local(ltm.model, guide, ltm.prior, tokens, full),
+        "published": lambda: fit_local(ltm, guide, tokens, full),
     }
     names = list(paths)
     ms = {name: [] for name in names}

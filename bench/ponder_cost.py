@@ -9,11 +9,12 @@ the repeats:
   decode  `decode_step` calls after a prefilled prompt, batch 1 (latency), KV cache on; per new
           token.
 
-Next to each measured ratio the multiplier the family's paper states (decode FLOPs over a vanilla
-decoder): (K+1)x for PonderLM-2, (S+1)x for PonderLM, 1 + mean latent steps for adaptive latent
-CoT, (P+1)x for pause tokens, Lx for a looped decoder. For training, PonderLM-2 runs an initial
-pass over T slots, J sweeps and a final pass over (K+1)T slots: 1 + (J+1)(K+1) vanilla passes
-(attention's quadratic term ignored); that count is shown as "expected". The last line is the
+Next to each measured ratio the decode cost the family states (`Family.cost_per_token`, decode
+FLOPs over a vanilla decoder): (K+1)x for PonderLM-2, (S+1)x for PonderLM, 1 + computed latent
+steps per token for adaptive latent CoT, (P+1)x for pause tokens, Lx for a looped decoder. For
+training, PonderLM-2 runs an initial pass over T slots, J sweeps and a final pass over (K+1)T
+slots: 1 + (J+1)(K+1) vanilla passes (attention's quadratic term ignored); that count is shown as
+"expected"; the other families are expected to train at their decode cost. The last line is the
 measured/stated decode ratio of PonderLM-2: close to 1 means the KV cache does its job (a token
 costs K+1 single-slot steps, not a recomputation of the prefix).
 
@@ -29,40 +30,32 @@ import time
 from collections.abc import Callable
 
 import torch
+from ltm.inference import EmptyGuide, LatentELBO
 
-from inference import EmptyGuide, LatentELBO
-from ltm.config import DecoderConfig
-from ltm.decoder import Decoder
-from ltm.ponder.baselines import LoopedDecoder, PauseTokens
+from ltm.models import Decoder, DecoderConfig
+from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
+from ltm.ponder.looped import LoopedDecoder
+from ltm.ponder.pause import PauseTokens
+from ltm.ponder.ponderlm import PonderLM
 from ltm.ponder.ponderlm2 import PonderLM2
 from ltm.ponder.vanilla import VanillaDecoder
 
 
-def families(cfg: DecoderConfig, sweeps: int) -> dict[str, tuple[torch.nn.Module, float, float]]:
-    """name -> (family, expected train multiplier, stated decode multiplier); None where unknown."""
+def families(cfg: DecoderConfig, sweeps: int) -> dict[str, tuple[torch.nn.Module, float | None]]:
+    """name -> (family, expected train multiplier or None where it follows the decode cost)."""
 
     def dec() -> Decoder:
         torch.manual_seed(0)
         return Decoder(cfg)
 
-    out = {"vanilla": (VanillaDecoder(dec()), 1.0, 1.0)}
-    for k in (1, 2):
+    out = {"vanilla": (VanillaDecoder(dec()), None)}
+    for k in (1, 2):  # an initial pass over T slots, J sweeps and a final pass over (K+1)T slots
         out[f"ponderlm2 K={k}"] = (PonderLM2(dec(), thoughts=k, jacobi_sweeps=sweeps),
-                                   1.0 + (sweeps + 1) * (k + 1), k + 1.0)
-    out["pause P=1"] = (PauseTokens(dec(), pauses=1), 2.0, 2.0)
-    out["looped L=2"] = (LoopedDecoder(dec(), loops=2), 2.0, 2.0)
-    try:
-        from ltm.ponder.ponderlm import PonderLM
-
-        out["ponderlm S=2"] = (PonderLM(dec(), passes=2), 3.0, 3.0)
-    except ImportError:
-        pass
-    try:
-        from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
-
-        out["adaptive l_max=3"] = (AdaptiveLatentCoT(dec(), max_steps=3), None, None)
-    except ImportError:
-        pass
+                                   1.0 + (sweeps + 1) * (k + 1))
+    out["pause P=1"] = (PauseTokens(dec(), pauses=1), None)
+    out["looped L=2"] = (LoopedDecoder(dec(), loops=2), None)
+    out["ponderlm S=2"] = (PonderLM(dec(), passes=2), None)
+    out["adaptive l_max=3"] = (AdaptiveLatentCoT(dec(), max_steps=3), None)
     return out
 
 
@@ -86,11 +79,12 @@ def decode_time(family, prompt: torch.Tensor, n_new: int) -> float:
     return (time.perf_counter() - start) / n_new
 
 
-def adaptive_steps(family, tokens: torch.Tensor) -> float:
-    """1 + mean latent steps per token of an adaptive family (from a forward on `tokens`)."""
+def stated_cost(family, tokens: torch.Tensor) -> float:
+    """The family's stated decode cost per token, after a forward on `tokens` (for the adaptive
+    family it is 1 + the latent steps that forward computed)."""
     with torch.no_grad():
         family.full_logits(tokens[:, :-1])
-    return 1.0 + float(getattr(family, "mean_steps", 0.0))
+    return family.cost_per_token
 
 
 def measure(fams: dict, step: Callable[[object], float], repeats: int) -> dict[str, float]:
@@ -120,16 +114,14 @@ def main() -> None:
         cfg = DecoderConfig(vocab_size=512, block_size=128, n_layer=4, n_head=4, d_model=128)
         B, T, P, n_new, repeats = 8, 64, 8, 48, 15
     repeats = args.repeats or repeats
-    fams = families(cfg, args.sweeps)
-    for fam, _, _ in fams.values():
-        fam.eval()  # deterministic J; no dropout anywhere
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, cfg.vocab_size, (B, T + 1), generator=g)  # (B, T+1)
     prompt = torch.randint(0, cfg.vocab_size, (1, P), generator=g)  # (1, P)
-    for name, (fam, _, decode_x) in list(fams.items()):
-        if decode_x is None:  # adaptive: the stated cost is 1 + its mean latent steps
-            x = adaptive_steps(fam, tokens)
-            fams[name] = (fam, x, x)
+    fams = {}
+    for name, (fam, train_x) in families(cfg, args.sweeps).items():
+        fam.eval()  # deterministic J; no dropout anywhere
+        decode_x = stated_cost(fam, tokens)
+        fams[name] = (fam, decode_x if train_x is None else train_x, decode_x)
 
     print(f"decoder d={cfg.d_model} layers={cfg.n_layer} vocab={cfg.vocab_size}; train batch {B}x{T}, "
           f"decode batch 1, prompt {P} + {n_new} new; J={args.sweeps}; {repeats} repeats, "

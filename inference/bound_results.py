@@ -1,4 +1,4 @@
-"""What the honest-evaluation functions of `inference.bounds` return: labelled, per-token numbers."""
+"""What the honest-evaluation functions of `ltm.inference.bounds` return: labelled, per-token numbers."""
 
 from __future__ import annotations
 

@@ -1,27 +1,24 @@
 """Honest evaluation: fresh-noise ELBO, importance-weighted bound, prefix-predictive NLL, and
 the published protocol, each per token and labelled with its protocol.
 
-Every function takes a model with `.model(tokens)` (a Pyro model over blocks (B, T+1) scoring
-tokens[:, 1:]) and `.prior`, a local guide, and one block tensor (B, T+1) or a list of them. It
-fits q with `inner` on each batch (the only part that takes gradients, and only with respect to
-the guide's local tensors), then scores under `torch.no_grad()`, inside `torch.random.fork_rng`
-seeded with `seed` so the caller's RNG is untouched. For a deterministic family (empty guide) or a
+Every function takes a model family (`ltm.models.Family`: the Pyro model `.model(tokens)` over
+blocks (B, T+1) scoring tokens[:, 1:], its `.prior`, and `.full_logits(inputs, latents)`), a local
+guide, and one block tensor (B, T+1) or a list of them. It fits q with `inner` on each batch (the
+only part that takes gradients, and only with respect to the guide's local tensors), then scores
+under `torch.no_grad()`, inside `torch.random.fork_rng` seeded with `seed` so the caller's RNG is
+untouched (`ltm.inference.posterior_fit`). For a deterministic family (empty guide) or a
 degenerate prior with the prior guide, every number equals the exact NLL per token.
 Shapes: B batch, T tokens, S samples, N latent vectors, D latent width, V vocab.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import replace
 
-import pyro
 import torch
 import torch.nn.functional as F
-from pyro import poutine
-
-from inference.bound_results import (
+from ltm.inference.bound_results import (
     ELBO_LABEL,
     IWAE_LABEL,
     PREFIX_LABEL,
@@ -32,14 +29,16 @@ from inference.bound_results import (
     PublishedProtocol,
     capped_exp,
 )
-from inference.elbo import LatentELBO
-from inference.inner_loop import InnerLoopConfig, fit_local
-from inference.sites import LATENT_SITE
-from ltm.likelihood import IGNORE_INDEX
+from ltm.inference.elbo import LatentELBO
+from ltm.inference.inner_loop import InnerLoopConfig
+from ltm.inference.posterior_fit import draw_latents, evaluation_mode, fit_posterior
+from pyro import poutine
+
+from ltm.core.sites import IGNORE_INDEX
 
 __all__ = ["ElboBound", "ImportanceWeightedBound", "PrefixPredictive", "PublishedProtocol",
            "fresh_noise_elbo", "importance_weighted_bound", "prefix_predictive_perplexity",
-           "published_protocol", "log_weights", "next_token_logits"]
+           "published_protocol", "log_weights"]
 
 def _as_batches(tokens, device: torch.device) -> list[torch.Tensor]:
     batches = [tokens] if isinstance(tokens, torch.Tensor) else list(tokens)
@@ -55,30 +54,6 @@ def _as_batches(tokens, device: torch.device) -> list[torch.Tensor]:
 def _check_count(name: str, value: int) -> None:
     if int(value) < 1:
         raise ValueError(f"{name} must be >= 1, got {value}.")
-
-
-@contextlib.contextmanager
-def _evaluating(model, seed: int):
-    """Eval mode, Pyro validation off, and a forked, seeded RNG; restores all on exit."""
-    was_training = model.training
-    device = next(model.parameters()).device
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                pyro.validation_enabled(False):
-            torch.manual_seed(seed)
-            yield device
-    finally:
-        model.train(was_training)
-
-
-def _fit(model, guide, tokens: torch.Tensor, inner: InnerLoopConfig, fresh: bool = True) -> None:
-    """Fit q on `tokens` (B, T+1) with `inner`; detach it; drop the fit's noise if `fresh`."""
-    with torch.enable_grad():
-        fit_local(model.model, guide, model.prior, tokens, inner, LatentELBO())
-    guide.detach_locals()
-    if fresh:
-        guide.fixed_noise = None  # score with fresh draws, never the one a fit was tuned to
 
 
 def _n_targets(tokens: torch.Tensor) -> torch.Tensor:
@@ -116,9 +91,9 @@ def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: in
     """
     _check_count("num_draws", num_draws)
     elbo, recon, kl, n_tok, n_seq = LatentELBO(num_particles=num_draws), 0.0, 0.0, 0, 0
-    with _evaluating(model, seed) as device:
+    with evaluation_mode(model, seed) as device:
         for batch in _as_batches(tokens, device):
-            _fit(model, guide, batch, inner)
+            fit_posterior(model, guide, batch, inner)
             with torch.no_grad():
                 terms = elbo.terms(model.model, guide, batch)  # (B,) each
             recon -= terms.reconstruction.sum().item()
@@ -140,9 +115,9 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
     """
     _check_count("num_samples S", num_samples)
     total, n_tok, n_seq = 0.0, 0, 0
-    with _evaluating(model, seed) as device:
+    with evaluation_mode(model, seed) as device:
         for batch in _as_batches(tokens, device):
-            _fit(model, guide, batch, inner)
+            fit_posterior(model, guide, batch, inner)
             with torch.no_grad():
                 logw = torch.stack([log_weights(model, guide, batch)
                                     for _ in range(num_samples)])  # (S, B)
@@ -150,24 +125,6 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
             total += bound.sum().item()
             n_tok, n_seq = n_tok + int(_n_targets(batch).sum()), n_seq + batch.shape[0]
     return ImportanceWeightedBound(IWAE_LABEL, inner.steps, num_samples, total / n_tok, n_tok, n_seq)
-
-
-def next_token_logits(model, inputs: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-    """The family adapter: next-token logits (B, T, V) of `inputs` (B, T) given thoughts z.
-
-    LTM (a sequence-level latent z (B, N, D)): `model.decoder(inputs, latents=z)`. Deterministic
-    families (z is None): `model.full_logits(inputs)` when present (pondering families, exact
-    no-cache path), else `model.decoder(inputs)`.
-    """
-    if z is not None:
-        if model.decoder.cfg.n_latent == 0:
-            raise ValueError(f"{type(model).__name__} has token-level stochastic thoughts, which this "
-                             f"adapter cannot condition on; score it with the ELBO or the "
-                             f"importance-weighted bound instead.")
-        return model.decoder(inputs, latents=z)
-    if hasattr(model, "full_logits"):
-        return model.full_logits(inputs)
-    return model.decoder(inputs)
 
 
 def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: InnerLoopConfig,
@@ -193,21 +150,20 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
     _check_count("num_samples S", num_samples)
     _check_count("prefix_len", prefix_len)
     total, n_tok, n_seq = 0.0, 0, 0
-    with _evaluating(model, seed) as device:
+    with evaluation_mode(model, seed) as device:
         for batch in _as_batches(tokens, device):
             if prefix_len >= batch.shape[1]:
                 raise ValueError(f"prefix_len={prefix_len} leaves nothing to score in blocks of "
                                  f"{batch.shape[1]} tokens; the block must be longer than the "
                                  f"prefix.")
             prefix = batch[:, :prefix_len]  # (B, P)
-            _fit(model, guide, prefix, inner if prefix_len > 1 else replace(inner, steps=0))
+            fit_posterior(model, guide, prefix, inner)
             inputs, targets = batch[:, :-1], batch[:, prefix_len:]  # (B, L-1), (B, L-P)
             with torch.no_grad():
                 lls = []
                 for _ in range(num_samples):
-                    node = poutine.trace(guide).get_trace(prefix).nodes.get(LATENT_SITE)
-                    z = None if node is None else node["value"]  # (B, N, D) or None
-                    logits = next_token_logits(model, inputs, z)[:, prefix_len - 1:]  # (B, L-P, V)
+                    z = draw_latents(guide, prefix)  # (B, N, D) or None
+                    logits = model.full_logits(inputs, z)[:, prefix_len - 1:]  # (B, L-P, V)
                     nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
                                           ignore_index=IGNORE_INDEX)  # (B, L-P)
                     lls.append(-nll.sum(-1))
@@ -237,9 +193,9 @@ def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int =
     """
     same_noise, elbo = replace(inner, reuse_noise=True), LatentELBO()
     recon, kl, nll, counts = [], [], [], []
-    with _evaluating(model, seed) as device:
+    with evaluation_mode(model, seed) as device:
         for batch in _as_batches(tokens, device):
-            _fit(model, guide, batch, same_noise, fresh=False)
+            fit_posterior(model, guide, batch, same_noise, fresh=False)
             with torch.no_grad():
                 terms = elbo.terms(model.model, guide, batch)  # (B,) each, the fit's own draw
             recon.append(-terms.reconstruction)

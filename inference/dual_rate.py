@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyro
 import torch
+from ltm.inference.elbo import ElboTerms, LatentELBO
+from ltm.inference.guides import LocalGuide, check_guide_fits_prior
+from ltm.inference.inner_loop import InnerLoopConfig, fit_local
+from ltm.inference.schedules import warmup_cosine
 from torch import nn
-
-from inference.elbo import ElboTerms, LatentELBO
-from inference.guide import LocalGuide, check_guide_fits_prior
-from inference.inner_loop import InnerLoopConfig, fit_local
-from inference.schedules import warmup_cosine
 
 
 @dataclass
@@ -64,7 +63,7 @@ class DualRateOptimizer:
     `inner.reuse_noise`, which keeps the inner loop's draw, as the published code does).
 
     Args:
-        ltm: A model with `.model(tokens)` (the Pyro model) and `.prior`.
+        family: The model family: `.model(tokens)` (the Pyro model) and `.prior`.
         guide: The local guide.
         inner: Fast inner-loop settings (K, fast lr, schedule, ...).
         slow: Slow optimiser settings.
@@ -72,16 +71,16 @@ class DualRateOptimizer:
         validate: Run Pyro's validation checks (slower).
     """
 
-    def __init__(self, ltm: nn.Module, guide: LocalGuide, inner: InnerLoopConfig | None = None,
+    def __init__(self, family: nn.Module, guide: LocalGuide, inner: InnerLoopConfig | None = None,
                  slow: SlowConfig | None = None, num_particles: int = 1, validate: bool = False):
-        check_guide_fits_prior(guide, ltm.prior)
-        self.ltm, self.guide = ltm, guide
+        check_guide_fits_prior(guide, family.prior)
+        self.family, self.guide = family, guide
         self.inner, self.slow = inner or InnerLoopConfig(), slow or SlowConfig()
         self.validate = validate
         self.inner_elbo = LatentELBO()
         self.elbo = LatentELBO(num_particles=num_particles)
         self.optimizer = torch.optim.AdamW(
-            slow_param_groups(ltm, guide, self.slow.weight_decay), lr=self.slow.lr,
+            slow_param_groups(family, guide, self.slow.weight_decay), lr=self.slow.lr,
             betas=self.slow.betas)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, self.slow.warmup_steps,
@@ -89,19 +88,17 @@ class DualRateOptimizer:
 
     def fit_local(self, tokens: torch.Tensor, steps: int | None = None) -> list[float]:
         """Fit the guide's local tensors to `tokens` (B, T+1) with K (or `steps`) fast steps."""
-        cfg = self.inner if steps is None else InnerLoopConfig(**{**vars(self.inner),
-                                                                   "steps": steps})
-        return fit_local(self.ltm.model, self.guide, self.ltm.prior, tokens, cfg,
-                         self.inner_elbo, self.validate)
+        cfg = self.inner if steps is None else replace(self.inner, steps=steps)
+        return fit_local(self.family, self.guide, tokens, cfg, self.inner_elbo, self.validate)
 
     def terms(self, tokens: torch.Tensor) -> ElboTerms:
         """Per-sequence reconstruction and KL of the current (detached) guide, fresh noise."""
         with pyro.validation_enabled(self.validate):
-            return self.elbo.terms(self.ltm.model, self.guide, tokens)
+            return self.elbo.terms(self.family.model, self.guide, tokens)
 
     def step(self, tokens: torch.Tensor) -> StepResult:
         """One dual-rate step on a batch of blocks `tokens` (B, T+1)."""
-        self.ltm.train()
+        self.family.train()
         inner_losses = self.fit_local(tokens)
         self.guide.detach_locals()
         terms = self.terms(tokens)

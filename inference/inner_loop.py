@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import pyro
 import torch
-
-from inference.elbo import LatentELBO
-from inference.guide import LocalGuide
-from inference.schedules import INNER_SCHEDULES, inner_lr
+from ltm.inference.elbo import LatentELBO
+from ltm.inference.guides import LocalGuide
+from ltm.inference.schedules import INNER_SCHEDULES, inner_lr
 
 FAST_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -50,7 +49,7 @@ class InnerLoopConfig:
                              f"{INNER_SCHEDULES}.")
 
 
-def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerLoopConfig,
+def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
               elbo: LatentELBO | None = None, validate: bool = False,
               noise: torch.Tensor | None = None) -> list[float]:
     """Reset `guide` for this batch and fit its local tensors with `cfg.steps` fast steps.
@@ -59,9 +58,10 @@ def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerL
     decoder or prior gradient is computed or stored, unless `cfg.accumulate_decoder_grads`.
 
     Args:
-        model: The Pyro model, called as `model(tokens)`.
+        family: The model family: `family.model(tokens)` is the Pyro model, `family.prior` sizes
+            the guide's tensors, and `family.initial_latents(tokens)` is the starting point of
+            guides that start from the model's own guess.
         guide: A local guide; reset here with fresh tensors.
-        prior: The model's prior (sizes the guide's tensors).
         tokens: Batch of token ids (B, T+1).
         cfg: Inner-loop settings.
         elbo: Loss object (default: a one-particle `LatentELBO`).
@@ -75,7 +75,8 @@ def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerL
         FloatingPointError: if a loss is not finite, naming the step.
     """
     elbo = elbo or LatentELBO()
-    guide.reset(prior, tokens.shape[0], tokens)
+    start = family.initial_latents(tokens) if guide.starts_from_model else None
+    guide.reset(family.prior, tokens.shape[0], start)
     params = guide.local_parameters()
     if cfg.reuse_noise:
         guide.freeze_noise(noise)
@@ -88,7 +89,7 @@ def fit_local(model, guide: LocalGuide, prior, tokens: torch.Tensor, cfg: InnerL
         for k in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
-            loss = elbo.differentiable_loss(model, guide, tokens)  # summed over sequences
+            loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
             value = loss.item()  # the one host sync of the step
             if not math.isfinite(value):
                 raise FloatingPointError(

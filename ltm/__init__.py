@@ -1,11 +1,30 @@
-"""ltm: language models that think in latent space before they speak."""
+"""ltm: language models that think in latent space before they speak.
+
+The package is layered, imports flowing one way (see tests/test_layering.py):
+
+    ltm.core                      sample-site names, the registry, user-error types
+    ltm.priors, ltm.inference     priors; guides, ELBO, inner loop, dual-rate optimiser, bounds
+    ltm.models, ltm.ponder        the decoder and the model families
+    ltm.families, ltm.data        the family registry; corpora, tokenizers, blocks
+    ltm.training                  config, checkpoints, trainer
+    ltm.sampling, ltm.eval        one sampler; evaluation
+    ltm.cli, ltm.train/sample/evaluate   the command-line tools
+
+The names below are imported on first use, so `import ltm.core` loads nothing above it.
+"""
 
 from __future__ import annotations
 
-from ltm.config import DecoderConfig
-from ltm.decoder import Decoder
-from ltm.kv_cache import KVCache
-from ltm.likelihood import TokenSequence
-from ltm.model import LatentThoughtModel
+import importlib
 
-__all__ = ["DecoderConfig", "Decoder", "KVCache", "TokenSequence", "LatentThoughtModel"]
+_EXPORTS = {
+    "DecoderConfig": "ltm.models", "Decoder": "ltm.models", "KVCache": "ltm.models",
+    "TokenSequence": "ltm.models", "LatentThoughtModel": "ltm.models", "Family": "ltm.models",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ltm' has no attribute '{name}'")

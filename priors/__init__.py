@@ -1,13 +1,22 @@
-"""Priors over latent thoughts, selectable by registry name or `module:Class` path."""
+"""Priors over latent thoughts, selectable by registry name or `module:Class` path.
+
+Installed as `ltm.priors` (the folder stays at the top of the repository); it imports only
+`ltm.core`. A new prior is one file here (a `Prior` subclass) and one line in `PRIORS`.
+"""
 
 from __future__ import annotations
 
-from ltm.registry import resolve
-from priors.base import Prior
-from priors.degenerate import ContextDelta, DeltaPrior
-from priors.learned_normal import LearnedNormal
-from priors.mixture import MixtureOfGaussians
-from priors.standard_normal import StandardNormal
+if __name__ != "ltm.priors":  # the folder priors/ installs as ltm.priors: one name only
+    raise ImportError(f"this folder is ltm's priors package: import it as ltm.priors, not as "
+                      f"'{__name__}' (install ltm with: pip install -e .).")
+
+from ltm.priors.base import Prior
+from ltm.priors.degenerate import ContextDelta, DeltaPrior
+from ltm.priors.learned_normal import LearnedNormal
+from ltm.priors.mixture import MixtureOfGaussians
+from ltm.priors.standard_normal import StandardNormal
+
+from ltm.core.registry import resolve
 
 PRIORS: dict[str, type[Prior]] = {
     "standard_normal": StandardNormal,
@@ -23,8 +32,8 @@ def build_prior(spec: str | type, num_latents: int, latent_dim: int, **kwargs) -
     cls = resolve(spec, PRIORS, "prior")
     prior = cls(num_latents, latent_dim, **kwargs)
     if not isinstance(prior, Prior):
-        raise ValueError(f"prior '{spec}' is a {type(prior).__name__}, not a priors.Prior; "
-                         f"subclass priors.Prior.")
+        raise ValueError(f"prior '{spec}' is a {type(prior).__name__}, not an ltm.priors.Prior; "
+                         f"subclass ltm.priors.Prior.")
     return prior
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-
-from priors.base import Prior
+from ltm.priors.base import Prior
 
 
 class StandardNormal(Prior):

@@ -38,10 +38,10 @@ def write_corpus(path: Path, paragraphs: int = 300, seed: int = 0) -> Path:
 def tiny_flags(corpus: Path, cache: Path, out_dir: Path, **overrides) -> list[str]:
     """Flags of a model small enough for a unit test (about 40k parameters, 32-token blocks)."""
     values = dict(dataset=corpus, cache_dir=cache, out_dir=out_dir, vocab_size=300, block_size=32,
-                  d_model=32, n_layer=2, n_head=2, n_latent=2, d_latent=8, inner_steps=2, batch_size=8,
+                  d_model=32, n_layer=2, n_head=2, inner_steps=2, batch_size=8,
                   max_steps=6, warmup_steps=2, lr=3e-3, eval_every=3, eval_batches=1, save_every=2,
                   keep_last=0, lr_decay_steps=6, progress=False)
-    values.update(overrides)
+    values.update({"ltm.n_latent": 2, "ltm.d_latent": 8}, **overrides)
     flags = []
     for key, value in values.items():
         flag = "--" + key.replace("_", "-")

@@ -39,7 +39,7 @@ def tokens() -> torch.Tensor:
 @pytest.fixture(scope="session")
 def topic_corpus():
     """4 hidden Markov chains over 32 tokens: (train (3200, 49), held-out tokens and topics (256,))."""
-    from ltm.synthetic import TopicMarkovChains
+    from ltm.data.synthetic import TopicMarkovChains
 
     chains = TopicMarkovChains(num_topics=4, vocab_size=32, seed=0)
     train, _ = chains.sample(100 * 32, 49, seed=1)
@@ -54,7 +54,7 @@ TOPIC_STEPS, TOPIC_BATCH, TOPIC_LR = 100, 32, 1e-2
 @pytest.fixture(scope="session")
 def topic_ltm(topic_corpus):
     """A tiny LTM (2 latent vectors of width 16) trained briefly on the topic corpus."""
-    from inference import DualRateOptimizer, InnerLoopConfig, LocalGaussianGuide, SlowConfig
+    from ltm.inference import DualRateOptimizer, InnerLoopConfig, LocalGaussianGuide, SlowConfig
 
     torch.manual_seed(0)
     train, _, _ = topic_corpus

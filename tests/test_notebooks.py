@@ -45,14 +45,14 @@ def test_notebooks_exist():
     assert NOTEBOOKS, f"no notebooks found under {NOTEBOOK_DIR}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_in_smoke_mode(path: Path):
+def _run(path: Path, smoke: bool) -> float:
+    """Execute the notebook in smoke or full mode; check its tagged outputs; return the seconds."""
     nbformat, nbclient = _require_runner()
     nb = nbformat.read(path, as_version=4)
     assert not any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
         f"{path.name} is committed with outputs; clear them before committing.")
-    env = {**os.environ, "LTM_SMOKE": "1", "HF_HUB_OFFLINE": "1"}
-    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S,
+    env = {**os.environ, "LTM_SMOKE": "1" if smoke else "0", "HF_HUB_OFFLINE": "1"}
+    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S if smoke else 1800,
                                      resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute(env=env)  # raises CellExecutionError, naming the cell, on the first failure
@@ -62,4 +62,16 @@ def test_notebook_runs_in_smoke_mode(path: Path):
             if tag in cell.get("metadata", {}).get("tags", []):
                 assert expected in _output_text(cell), (
                     f"{path.name}: the cell tagged '{tag}' did not print '{expected}'.")
-    print(f"{path.name}: smoke run {seconds:.1f} s")
+    return seconds
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_in_smoke_mode(path: Path):
+    print(f"{path.name}: smoke run {_run(path, smoke=True):.1f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_in_full_mode(path: Path):
+    """The run the notebook documents, top to bottom (minutes; `pytest -m slow`)."""
+    print(f"{path.name}: full run {_run(path, smoke=False):.1f} s")

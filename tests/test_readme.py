@@ -20,7 +20,20 @@ def test_python_example_runs(capsys):
     assert "nats/token" in capsys.readouterr().out
 
 
-def test_setup_commands():
-    assert 'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m ltm.train' in README
-    assert "HF_HUB_OFFLINE=1 python -m pytest -q" in README
-    assert "python -m pytest -q" in (REPO / ".ci" / "run").read_text()
+def test_setup_commands_are_what_ci_runs():
+    setup = re.search(r"## Set up and run.*?```bash\n(.*?)```", README, flags=re.S).group(1).splitlines()
+    install, test = setup
+    assert install == 'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m ltm.train'
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert test == "HF_HUB_OFFLINE=1 python -m pytest -q" and test in ci  # the very line, run as is
+    assert "python -m pip install --quiet torch==2.13.0" in ci  # the pin before anything pulls torch
+
+
+def test_slow_marker_selects_tests():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q",
+                           "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "-m slow" in README
+    assert any("::" in line for line in proc.stdout.splitlines()), proc.stdout[-1000:]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ltm.data.blocks import BatchIterator, TokenBlocks
 from ltm.data.embedded import embedded_documents
 from ltm.data.prepare import DataConfig, PreparedData, prepare_data
-from ltm.tokenizer import decode, encode
+from ltm.data.tokenizer import decode, encode
 
 __all__ = ["BatchIterator", "DataConfig", "PreparedData", "TokenBlocks", "decode", "embedded_documents",
            "encode", "prepare_data"]

@@ -52,6 +52,19 @@ class TokenBlocks:
         rows = (idx % max(n, 1))[:, None] * self.block_size + self._offsets  # (B, T+1)
         return torch.from_numpy(np.asarray(self.tokens[rows], dtype=np.int64))  # (B, T+1)
 
+    def fixed_batches(self, batch_size: int, num_batches: int) -> list[torch.Tensor]:
+        """The first `num_batches` batches of consecutive blocks (a fixed, reproducible subset).
+
+        Raises:
+            ValueError: when there is not one whole block (block_size + 1 tokens).
+        """
+        n = len(self)
+        if n == 0:
+            raise ValueError("no blocks to evaluate: the text is shorter than one block (block_size + 1 "
+                             "tokens); give more text.")
+        starts = range(0, min(n, batch_size * num_batches), batch_size)
+        return [self.batch(range(s, min(s + batch_size, n))) for s in starts]  # each (B, T+1)
+
     def __repr__(self) -> str:
         return f"TokenBlocks({len(self)} blocks of {self.block_size}+1 tokens, {self.num_tokens} tokens)"
 

@@ -23,8 +23,8 @@ import tokenizers
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from ltm import tokenizer as tk
 from ltm.data import corpus
+from ltm.data import tokenizer as tk
 from ltm.data.blocks import TokenBlocks
 
 CACHE_VERSION = 1

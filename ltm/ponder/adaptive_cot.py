@@ -1,4 +1,4 @@
-"""Adaptive latent chain of thought (token level, with a halting router).
+"""Adaptive latent chain of thought (family "adaptive_cot": token level, with a halting router).
 
 Each token t gets up to l_max latent steps on a (token, step) grid (`ltm.ponder.grid`): slot
 (t, k) reads slot (t', k') iff t' <= t and k' <= k, every slot of token t at position id t.
@@ -33,26 +33,40 @@ After every forward `mean_steps` holds the mean expected number of latent steps 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pyro
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from inference.sites import SEQUENCE_PLATE, TOKEN_SITE
-from ltm.config import DecoderConfig
-from ltm.decoder import Decoder
-from ltm.likelihood import IGNORE_INDEX, TokenSequence
+from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, TOKEN_SITE
+from ltm.models.decoder import Decoder
+from ltm.models.likelihood import TokenSequence
 from ltm.ponder.grad_cache import ConcatKVCache
 from ltm.ponder.grid import GridCache
 from ltm.ponder.router import Router, exit_weights, router_loss
-from priors.degenerate import ContextDelta
+from ltm.ponder.token_level import TokenLevelFamily
 
 LATENT_SITE_FMT = "latent_{}"  # state of latent step k >= 1 (B, T, D)
 HALT_SITE = "halt"  # exit masses over the steps (B, T, K)
 ROUTER_SITE = "router"  # the router loss factor
+
+
+@dataclass
+class AdaptiveCoTOptions:
+    """The `adaptive_cot` config section.
+
+    Attributes:
+        max_steps: l_max, the most latent steps per token.
+        halt_lambda: lambda, the router's penalty per expected latent step.
+        halt_beta: beta, the weight of the router's accuracy term.
+        prune_threshold: Skip steps whose reach is below this (0: never skip).
+    """
+
+    max_steps: int = 3
+    halt_lambda: float = 0.01
+    halt_beta: float = 1.0
+    prune_threshold: float = 0.0
 
 
 @dataclass
@@ -108,7 +122,7 @@ class CoTState:
         return self.steps / max(self.tokens, 1)
 
 
-class AdaptiveLatentCoT(nn.Module):
+class AdaptiveLatentCoT(TokenLevelFamily):
     """Adaptive latent CoT over a plain decoder (no cross-attention).
 
     Args:
@@ -120,18 +134,17 @@ class AdaptiveLatentCoT(nn.Module):
         router_loss: Add the router loss to the Pyro model as a factor (off: pure cross-entropy).
     """
 
+    name = "adaptive_cot"
+    Options = AdaptiveCoTOptions
+
     def __init__(self, decoder: Decoder, max_steps: int = 3, halt_lambda: float = 0.01,
                  halt_beta: float = 1.0, prune_threshold: float = 0.0, router_loss: bool = True):
-        super().__init__()
-        if decoder.cfg.n_latent != 0:
-            raise ValueError("AdaptiveLatentCoT needs a decoder without cross-attention (n_latent=0).")
+        super().__init__(decoder)
         if max_steps < 0 or halt_lambda < 0 or halt_beta < 0 or not 0 <= prune_threshold <= 1:
             raise ValueError("AdaptiveLatentCoT: need max_steps >= 0, halt_lambda >= 0, halt_beta >= 0 "
                              f"and 0 <= prune_threshold <= 1; got {max_steps}, {halt_lambda}, "
                              f"{halt_beta}, {prune_threshold}.")
-        self.decoder = decoder
         self.router = Router(decoder.cfg.d_model)
-        self.prior = ContextDelta(1, decoder.cfg.d_model)
         self.max_steps, self.halt_lambda, self.halt_beta = max_steps, halt_lambda, halt_beta
         self.prune_threshold, self.use_router_loss = prune_threshold, router_loss
         self.mean_steps = 0.0  # expected latent steps per token, last forward
@@ -140,14 +153,12 @@ class AdaptiveLatentCoT(nn.Module):
         self.last_cross_entropy: torch.Tensor | None = None  # (B,), last `model` call
 
     @property
-    def stated_cost(self) -> float:
+    def cost_per_token(self) -> float:
         """The decode FLOP multiplier over vanilla: 1 + computed latent steps per token (last run)."""
         return 1.0 + self.computed_steps
 
-    @classmethod
-    def build(cls, cfg: DecoderConfig, **kwargs) -> AdaptiveLatentCoT:
-        """A fresh decoder from `cfg` (n_latent forced to 0); keyword arguments as the constructor."""
-        return cls(Decoder(dataclasses.replace(cfg, n_latent=0)), **kwargs)
+    def metrics(self) -> dict[str, float]:
+        return {"mean_latent_steps": self.mean_steps}
 
     def _new_cache(self, batch: int, max_tokens: int | None = None) -> GridCache:
         ref = self.decoder.embed.weight
@@ -243,16 +254,16 @@ class AdaptiveLatentCoT(nn.Module):
         out = self.run(tokens[:, :-1])
         return -TokenSequence(out.logits).log_prob(tokens[:, 1:])
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (B, T, V) of `tokens` (B, T)."""
-        return self.run(tokens).logits
+    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.run(inputs).logits, None  # (B, T, V)
 
-    def full_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+    def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) over the whole prefix, all tokens of a level in one pass (the reference)."""
         return self.run(tokens).logits
 
     @torch.no_grad()
-    def prefill(self, tokens: torch.Tensor, max_len: int | None = None) -> tuple[torch.Tensor, CoTState]:
+    def start_decode(self, tokens: torch.Tensor, max_len: int | None = None
+                     ) -> tuple[torch.Tensor, CoTState]:
         """Run the prompt `tokens` (B, T) level by level into a fresh grid cache.
 
         Args:

@@ -1,6 +1,6 @@
 """A differentiable, growable key/value cache with the interface `Decoder.hidden_states` uses.
 
-`ltm.kv_cache.KVCache` writes into preallocated buffers in place, which autograd cannot
+`ltm.models.kv_cache.KVCache` writes into preallocated buffers in place, which autograd cannot
 differentiate through across several forward calls. `ConcatKVCache` instead keeps the keys and
 values of each layer as a list of chunks and concatenates them on read, so gradients flow from a
 later pass into the keys and values written by an earlier one (training of the level-by-level

@@ -1,4 +1,4 @@
-"""PonderLM (v1): S pondering passes that feed the expected next-token embedding back in place.
+"""PonderLM (v1; "ponderlm"): S pondering passes feeding the expected next-token embedding back in.
 
 Pass 0 reads the token embeddings e_t. After pass s the output distribution p_s(. | x_<=t) becomes
 a probability-weighted mixture of input embeddings, m_{t,s} = p_s(. | x_<=t) @ E (E the tied
@@ -21,21 +21,29 @@ vanilla decoding.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pyro
 import torch
-from torch import nn
 
-from inference.sites import SEQUENCE_PLATE, TOKEN_SITE
-from ltm.config import DecoderConfig
-from ltm.decoder import Decoder
-from ltm.kv_cache import KVCache
-from ltm.likelihood import TokenSequence
-from priors.degenerate import ContextDelta
+from ltm.core.sites import SEQUENCE_PLATE, TOKEN_SITE
+from ltm.models.decoder import Decoder
+from ltm.models.kv_cache import KVCache
+from ltm.models.likelihood import TokenSequence
+from ltm.ponder.token_level import TokenLevelFamily
 
 PONDER_SITE = "ponder_{}"  # thought of pondering pass s: the mixture m_{., s} (B, T, D)
+
+
+@dataclass
+class PonderLMOptions:
+    """The `ponderlm` config section.
+
+    Attributes:
+        passes: Pondering passes S (decoding costs S+1 single-token steps per token).
+    """
+
+    passes: int = 3
 
 
 @dataclass
@@ -50,7 +58,7 @@ class PonderState:
         return self.caches[0].length
 
 
-class PonderLM(nn.Module):
+class PonderLM(TokenLevelFamily):
     """PonderLM (v1) over a plain decoder (no cross-attention).
 
     Args:
@@ -58,29 +66,19 @@ class PonderLM(nn.Module):
         passes: Pondering passes S (>= 0); the model runs S+1 decoder passes.
     """
 
+    name = "ponderlm"
+    Options = PonderLMOptions
+
     def __init__(self, decoder: Decoder, passes: int = 3):
-        super().__init__()
-        if decoder.cfg.n_latent != 0:
-            raise ValueError("PonderLM needs a decoder without cross-attention (n_latent=0).")
+        super().__init__(decoder)
         if passes < 0:
             raise ValueError(f"PonderLM: passes must be >= 0, got {passes}.")
-        self.decoder, self.passes = decoder, passes
-        self.prior = ContextDelta(1, decoder.cfg.d_model)
+        self.passes = passes
 
     @property
     def slots_per_token(self) -> int:
-        """Single-token decoder steps per decoded token: S+1."""
+        """Single-token decoder steps per decoded token, S+1: the decode cost the paper states."""
         return self.passes + 1
-
-    @property
-    def stated_cost(self) -> float:
-        """The decode FLOP multiplier over vanilla that the paper states: S+1."""
-        return float(self.passes + 1)
-
-    @classmethod
-    def build(cls, cfg: DecoderConfig, passes: int = 3) -> PonderLM:
-        """A fresh decoder from `cfg` (its n_latent forced to 0) with S = `passes`."""
-        return cls(Decoder(dataclasses.replace(cfg, n_latent=0)), passes)
 
     def ponder(self, inputs: torch.Tensor, caches: list | None = None,
                record: bool = False) -> torch.Tensor:
@@ -117,11 +115,10 @@ class PonderLM(nn.Module):
             pyro.sample(TOKEN_SITE, TokenSequence(logits), obs=targets)
         return logits
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Final-pass next-token logits (B, T, V) of `tokens` (B, T)."""
-        return self.ponder(tokens)
+    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.ponder(inputs), None  # (B, T, V)
 
-    def full_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+    def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) recomputed over the whole prefix, no cache (the decoding reference)."""
         return self.ponder(tokens)
 
@@ -130,7 +127,8 @@ class PonderLM(nn.Module):
         return PonderState([self.decoder.new_cache(batch_size, max_len) for _ in range(self.passes + 1)])
 
     @torch.no_grad()
-    def prefill(self, tokens: torch.Tensor, max_len: int | None = None) -> tuple[torch.Tensor, PonderState]:
+    def start_decode(self, tokens: torch.Tensor, max_len: int | None = None
+                     ) -> tuple[torch.Tensor, PonderState]:
         """Run the prompt `tokens` (B, T) through the S+1 cached passes.
 
         Args:

@@ -1,4 +1,4 @@
-"""PonderLM-2 (Zeng et al. 2025): K latent thoughts per token, each the last hidden state fed back.
+"""PonderLM-2 (Zeng et al. 2025; "ponderlm2"): K thoughts per token, each the last hidden state fed back.
 
 Slots are interleaved `[x1, z1_1..z1_K, x2, z2_1..z2_K, ...]`; every slot of token t has position
 id t and attention is causal over slots. Thought z_t,k is the final-norm hidden state of the slot
@@ -25,12 +25,30 @@ tied with the output head) would otherwise be ~50x smaller than the thoughts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ltm.decoder import Decoder
-from ltm.layers import RMSNorm
-from ltm.ponder.family import DecodeState, TokenLevelFamily
+from ltm.models.decoder import Decoder
+from ltm.models.family import DecodeState
+from ltm.models.layers import RMSNorm
 from ltm.ponder.slots import interleave, slot_mask, slot_positions
+from ltm.ponder.token_level import TokenLevelFamily
+
+
+@dataclass
+class PonderLM2Options:
+    """The `ponderlm2` config section.
+
+    Attributes:
+        thoughts: Thoughts K per token ((K+1)x decode FLOPs).
+        jacobi_sweeps: Jacobi sweeps J solving the thoughts at training time.
+        max_jacobi_sweeps: If set, J is drawn uniformly from [jacobi_sweeps, this] per training step.
+    """
+
+    thoughts: int = 1
+    jacobi_sweeps: int = 3
+    max_jacobi_sweeps: int | None = None
 
 
 class PonderLM2(TokenLevelFamily):
@@ -48,6 +66,9 @@ class PonderLM2(TokenLevelFamily):
             cached steps per prompt token; exact by construction).
         prefill_tol: Largest change of any thought coordinate that counts as converged.
     """
+
+    name = "ponderlm2"
+    Options = PonderLM2Options
 
     def __init__(self, decoder: Decoder, thoughts: int = 1, jacobi_sweeps: int = 3,
                  max_jacobi_sweeps: int | None = None, prefill: str = "jacobi",
@@ -129,15 +150,15 @@ class PonderLM2(TokenLevelFamily):
         return self.decoder.logits(h), z  # (B, T, V), (B, T, K, D)
 
     @torch.no_grad()
-    def full_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+    def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         self.check_length(tokens.shape[1])
         x = self.token_inputs(tokens)  # (B, T, D)
         h = self.run_slots(x, self.exact_thoughts(x))[:, :, -1]  # (B, T, D)
         return self.decoder.logits(h)  # (B, T, V)
 
     @torch.no_grad()
-    def prefill(self, tokens: torch.Tensor, max_len: int | None = None
-                ) -> tuple[torch.Tensor, DecodeState]:
+    def start_decode(self, tokens: torch.Tensor, max_len: int | None = None
+                     ) -> tuple[torch.Tensor, DecodeState]:
         B, P = tokens.shape
         self.check_length(P)
         G = self.slots_per_token

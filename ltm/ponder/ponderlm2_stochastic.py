@@ -1,4 +1,4 @@
-"""A stochastic relaxation of PonderLM-2 (beyond the paper): noisy thoughts with a local posterior.
+"""A stochastic relaxation of PonderLM-2 ("ponderlm2_stochastic", beyond the paper): noisy thoughts.
 
 Prior: thought z_t,k ~ N(h(slot before it), sigma^2 I) with a learned sigma: the PonderLM-2 thought
 plus Gaussian noise, autoregressive over slots (`ThoughtNoisePrior`, `ThoughtSequence`). As sigma
@@ -17,6 +17,7 @@ set to 0), i.e. PonderLM-2's exact sequential decode.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
@@ -24,12 +25,28 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-from inference.guides import LocalGaussianGuide
-from inference.sites import LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
-from ltm.decoder import Decoder
-from ltm.likelihood import TokenSequence
+from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
+from ltm.inference.guides import LocalGaussianGuide
+from ltm.models.config import DecoderConfig
+from ltm.models.decoder import Decoder
+from ltm.models.likelihood import TokenSequence
 from ltm.ponder.ponderlm2 import PonderLM2
-from priors.base import Prior
+from ltm.priors import Prior
+
+
+@dataclass
+class StochasticPonderLM2Options:
+    """The `ponderlm2_stochastic` config section.
+
+    Attributes:
+        thoughts: Thoughts K per token.
+        jacobi_sweeps: Jacobi sweeps J solving the deterministic thoughts the guide starts from.
+        init_sigma: Starting noise scale sigma of the prior (learned).
+    """
+
+    thoughts: int = 1
+    jacobi_sweeps: int = 3
+    init_sigma: float = 0.1
 
 
 class ThoughtNoisePrior(Prior):
@@ -45,8 +62,9 @@ class ThoughtNoisePrior(Prior):
 
     def __init__(self, num_latents: int, latent_dim: int, init_sigma: float = 0.1):
         super().__init__(num_latents, latent_dim)
+        if init_sigma <= 0:
+            raise ValueError(f"ThoughtNoisePrior: init_sigma must be > 0, got {init_sigma}.")
         self.log_sigma = nn.Parameter(torch.tensor(math.log(init_sigma)))
-        self._family: list[StochasticPonderLM2] = []  # a list: not a submodule (no cycle)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -106,6 +124,22 @@ class ThoughtSequence(dist.TorchDistribution):
         return z.reshape(B, T * K, D)
 
 
+class ThoughtGuide(LocalGaussianGuide):
+    """Local Gaussian per thought, started at the family's deterministic (Jacobi-solved) thoughts,
+    `StochasticPonderLM2.initial_latents`, with the prior's sigma as its scale."""
+
+    starts_from_model = True
+
+    def __init__(self):
+        super().__init__(init_scale=1.0)
+
+    def init_locals(self, prior, batch_size, start):
+        if not isinstance(prior, ThoughtNoisePrior) or start is None:
+            raise ValueError("ThoughtGuide fits the thoughts of a ponderlm2_stochastic model: reset it "
+                             "with that model's prior and its initial_latents(tokens) as start.")
+        return {"loc": start, "log_scale": torch.full_like(start, float(prior.log_sigma.detach()))}
+
+
 class StochasticPonderLM2(PonderLM2):
     """PonderLM-2 whose thoughts carry Gaussian noise of learned scale, inferred per token.
 
@@ -117,6 +151,11 @@ class StochasticPonderLM2(PonderLM2):
         **kwargs: As `PonderLM2` (jacobi_sweeps sets the guide's starting point).
     """
 
+    name = "ponderlm2_stochastic"
+    Options = StochasticPonderLM2Options
+    default_guide = ThoughtGuide
+    exact_nll = False
+
     def __init__(self, decoder: Decoder, seq_len: int, thoughts: int = 1, init_sigma: float = 0.1,
                  **kwargs):
         if thoughts < 1:
@@ -124,7 +163,15 @@ class StochasticPonderLM2(PonderLM2):
         super().__init__(decoder, thoughts=thoughts, **kwargs)
         self.seq_len = seq_len
         self.prior = ThoughtNoisePrior(seq_len * thoughts, decoder.cfg.d_model, init_sigma)
-        self.prior._family = [self]
+
+    @classmethod
+    def from_config(cls, decoder: DecoderConfig, options: StochasticPonderLM2Options | None = None,
+                    prior=None, prior_kwargs=None) -> StochasticPonderLM2:
+        """Sequences of block_size tokens (the site's event shape (T*K, D) is fixed by it)."""
+        cls.refuse_prior(prior, prior_kwargs)
+        options = options or StochasticPonderLM2Options()
+        return cls(Decoder(decoder), seq_len=decoder.block_size, thoughts=options.thoughts,
+                   init_sigma=options.init_sigma, jacobi_sweeps=options.jacobi_sweeps)
 
     def model(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pyro model over blocks `tokens` (B, T+1), T = seq_len.
@@ -156,22 +203,8 @@ class StochasticPonderLM2(PonderLM2):
         return means
 
     @torch.no_grad()
-    def initial_locs(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Guide starting means (B, T*K, D): the Jacobi-solved deterministic thoughts."""
+    def initial_latents(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The guide's starting means (B, T*K, D): the Jacobi-solved deterministic thoughts."""
         x = self.token_inputs(tokens[:, :-1])  # (B, T, D)
         z = self.jacobi_thoughts(x, self.jacobi_sweeps)  # (B, T, K, D)
         return z.reshape(z.shape[0], -1, z.shape[-1])
-
-
-class ThoughtGuide(LocalGaussianGuide):
-    """Local Gaussian per thought, started at the deterministic thoughts with the prior's sigma."""
-
-    def __init__(self):
-        super().__init__(init_scale=1.0)
-
-    def init_locals(self, prior, batch_size, tokens):
-        if not isinstance(prior, ThoughtNoisePrior) or tokens is None:
-            raise ValueError("ThoughtGuide fits the thoughts of a StochasticPonderLM2; reset it with "
-                             "that model's prior and the batch's tokens.")
-        loc = prior._family[0].initial_locs(tokens)  # (B, T*K, D)
-        return {"loc": loc, "log_scale": torch.full_like(loc, float(prior.log_sigma.detach()))}

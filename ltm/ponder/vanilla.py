@@ -1,4 +1,4 @@
-"""The vanilla decoder as a token-level Pyro program: the control of every pondering comparison.
+"""The vanilla decoder (family "vanilla") as a token-level Pyro program: the control of every comparison.
 
 Prior: none in effect; `prior` is `ContextDelta(1, d_model)` only to document that this is the
 degenerate case with no thought at all. Guide: the empty guide ("none"). Budget knob: none (one
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ltm.ponder.family import DecodeState, TokenLevelFamily
+from ltm.models.family import DecodeState
+from ltm.ponder.token_level import TokenLevelFamily
 
 
 class VanillaDecoder(TokenLevelFamily):
@@ -19,20 +20,23 @@ class VanillaDecoder(TokenLevelFamily):
         decoder: A `Decoder` with n_latent == 0.
     """
 
+    name = "vanilla"
     slots_per_token = 1
 
     def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.decoder(inputs), None  # (B, T, V)
 
-    def full_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+    def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.decoder(tokens)  # (B, T, V)
 
-    def prefill(self, tokens: torch.Tensor, max_len: int | None = None
-                ) -> tuple[torch.Tensor, DecodeState]:
-        cache = self.decoder.new_cache(tokens.shape[0], max_len or self.decoder.cfg.block_size)
+    @torch.no_grad()
+    def start_decode(self, tokens: torch.Tensor, max_len: int | None = None
+                     ) -> tuple[torch.Tensor, DecodeState]:
+        cache = self.decoder.new_cache(tokens.shape[0], max_len)
         logits = self.decoder(tokens, cache=cache)[:, -1]  # (B, V)
         return logits, DecodeState(cache, tokens.shape[1])
 
+    @torch.no_grad()
     def decode_step(self, token: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
         self.check_length(state.position + 1)
         logits = self.decoder(token[:, None], cache=state.cache)[:, -1]  # (B, V)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from inference import (
+from ltm.inference import (
     DualRateOptimizer,
     InnerLoopConfig,
     LatentELBO,
@@ -13,12 +12,14 @@ from inference import (
     build_guide,
     fit_local,
 )
-from ltm import LatentThoughtModel
+from ltm.priors import StandardNormal
+
+from ltm.models import Decoder, LatentThoughtModel
 from tests.conftest import tiny_config
 
 
-def _fit(ltm, guide, tokens, **cfg):
-    return fit_local(ltm.model, guide, ltm.prior, tokens, InnerLoopConfig(**cfg))
+def _fit(ltm, guide, tokens, noise=None, **cfg):
+    return fit_local(ltm, guide, tokens, InnerLoopConfig(**cfg), noise=noise)
 
 
 def test_inner_loop_gives_no_model_gradient_and_moves_locals(tiny_ltm, tokens):
@@ -31,9 +32,26 @@ def test_inner_loop_gives_no_model_gradient_and_moves_locals(tiny_ltm, tokens):
 
 
 def test_accumulate_option_reproduces_published_gradient_flow(tiny_ltm, tokens):
-    _fit(tiny_ltm, LocalGaussianGuide(), tokens, steps=3, accumulate_decoder_grads=True)
-    assert tiny_ltm.decoder.embed.weight.grad.abs().sum() > 0
-    assert tiny_ltm.prior.loc.grad.abs().sum() > 0
+    """The decoder and prior gradients are the sum over the inner steps k of grad(loss_k / n_tokens),
+    each loss_k taken at the local tensors the trajectory had reached after k steps."""
+    noise = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(0))  # one draw for every step
+    same = dict(reuse_noise=True, schedule="constant")  # so that a k-step fit is the K-step one cut short
+    _fit(tiny_ltm, LocalGaussianGuide(), tokens, noise, steps=3, accumulate_decoder_grads=True, **same)
+    params = dict(tiny_ltm.named_parameters())
+    got = {name: p.grad.clone() for name, p in params.items()}
+    tiny_ltm.zero_grad(set_to_none=True)
+    expected = {name: torch.zeros_like(p) for name, p in params.items()}
+    n_tokens = tokens[:, 1:].numel()
+    for k in range(3):
+        guide = LocalGaussianGuide()
+        _fit(tiny_ltm, guide, tokens, noise, steps=k, **same)  # the locals after k steps
+        loss_k = LatentELBO().differentiable_loss(tiny_ltm.model, guide, tokens)
+        grads = torch.autograd.grad(loss_k / n_tokens, list(params.values()))
+        for name, g in zip(params, grads, strict=True):
+            expected[name] += g
+    assert got["decoder.embed.weight"].abs().sum() > 0 and got["prior.loc"].abs().sum() > 0
+    for name in params:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-7)
 
 
 def test_zero_steps_keeps_the_initialisation(tiny_ltm, tokens):
@@ -49,8 +67,7 @@ def test_reuse_noise_makes_the_trajectory_deterministic(tiny_ltm, tokens):
         torch.manual_seed(seed)
         guide = LocalGaussianGuide()
         noise = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(0))
-        runs.append(fit_local(tiny_ltm.model, guide, tiny_ltm.prior, tokens,
-                              InnerLoopConfig(steps=4, reuse_noise=True), noise=noise))
+        runs.append(_fit(tiny_ltm, guide, tokens, noise, steps=4, reuse_noise=True))
     assert runs[0] == runs[1]
 
 
@@ -97,7 +114,5 @@ def test_guide_of_the_wrong_shape_is_named(tiny_ltm, tokens):
 
 
 def test_prior_shape_must_match_decoder():
-    from ltm import Decoder
-    from priors import StandardNormal
     with pytest.raises(ValueError, match=r"event shape \(4, 9\).*\(4, 8\)"):
         LatentThoughtModel(Decoder(tiny_config()), StandardNormal(4, 9))

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import torch
-
-from inference import InnerLoopConfig, LatentELBO, fit_local
+from ltm.inference import InnerLoopConfig, LatentELBO, fit_local
 
 
 def test_elbo_improves_as_inner_steps_grow(topic_ltm, topic_corpus):
     _, test, _ = topic_corpus
     batch = test[:32]
-    ltm, guide = topic_ltm.ltm, topic_ltm.guide
+    ltm, guide = topic_ltm.family, topic_ltm.guide
     elbo = LatentELBO(num_particles=4)  # fresh noise, 4 draws per evaluation
     per_budget = []
     for steps in (0, 1, 4, 16):
         runs = []
         for seed in range(3):
             torch.manual_seed(seed)
-            fit_local(ltm.model, guide, ltm.prior, batch, InnerLoopConfig(steps=steps, lr=0.1))
+            fit_local(ltm, guide, batch, InnerLoopConfig(steps=steps, lr=0.1))
             guide.detach_locals()
             runs.append(elbo.terms(ltm.model, guide, batch).elbo.detach())  # (B,)
         per_budget.append(torch.stack(runs).mean(0))  # (B,) averaged over seeds

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from ltm.inference import DualRateOptimizer, EmptyGuide, InnerLoopConfig, LatentELBO, SlowConfig
 from pyro.infer import TraceMeanField_ELBO
 
-from inference import DualRateOptimizer, EmptyGuide, InnerLoopConfig, LatentELBO, SlowConfig
-from ltm.config import DecoderConfig
-from ltm.decoder import Decoder
+from ltm.models.config import DecoderConfig
+from ltm.models.decoder import Decoder
 
 VOCAB, T = 40, 12
 

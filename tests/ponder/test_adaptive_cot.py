@@ -5,21 +5,24 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from ltm.inference import InnerLoopConfig, LatentELBO, SlowConfig
+from ltm.inference.dual_rate import DualRateOptimizer
+from ltm.inference.guides import EmptyGuide
 from pyro.infer import TraceMeanField_ELBO
 
-from inference import InnerLoopConfig, LatentELBO, SlowConfig
-from inference.dual_rate import DualRateOptimizer
-from inference.guides import EmptyGuide
-from ltm.config import DecoderConfig
+from ltm.models import Decoder, DecoderConfig
 from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
 from ltm.ponder.grid import GridCache, grid_mask, level_major_mask
+from ltm.sampling import SamplingConfig, decode
+from ltm.training.build import build_model
+from ltm.training.config import TrainConfig
 
 VOCAB = 40
 
 
 def tiny(**kwargs) -> AdaptiveLatentCoT:
     cfg = DecoderConfig(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, d_model=32)
-    return AdaptiveLatentCoT.build(cfg, **kwargs)
+    return AdaptiveLatentCoT(Decoder(cfg), **kwargs)
 
 
 def eager_router(fam: AdaptiveLatentCoT, bias: float = 1.0) -> AdaptiveLatentCoT:
@@ -190,18 +193,21 @@ def test_hard_positions_get_more_steps():
 
 
 def test_builder_and_sampler():
-    from ltm.ponder.builders import build_adaptive_cot
-    from ltm.sampling import SamplingConfig
-    from ltm.train_config import TrainConfig
-
-    decode = pytest.importorskip("ltm.ponder.decode").decode
-    cfg = TrainConfig(model="adaptive_cot", d_model=32, n_layer=2, n_head=2, block_size=32)
-    for name, value in dict(max_latent_steps=2, halt_lambda=0.5, halt_beta=2.0, prune_threshold=0.3).items():
-        setattr(cfg, name, value)  # the fields once TrainConfig has them
-    fam = eager_router(build_adaptive_cot(cfg, VOCAB))
+    options = dict(max_steps=2, halt_lambda=0.5, halt_beta=2.0, prune_threshold=0.3)
+    cfg = TrainConfig(model="adaptive_cot", d_model=32, n_layer=2, n_head=2, block_size=32,
+                      sections={"adaptive_cot": options})
+    fam = eager_router(build_model(cfg, VOCAB))
     assert (fam.max_steps, fam.halt_lambda, fam.halt_beta, fam.prune_threshold) == (2, 0.5, 2.0, 0.3)
     prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
     cached = decode(fam, prompts, SamplingConfig(max_new_tokens=6, seed=3))
     fresh = decode(fam, prompts, SamplingConfig(max_new_tokens=6, seed=3, use_cache=False))
     assert cached == fresh and all(len(row) == 6 for row in cached)
-    assert 1.0 <= fam.stated_cost <= 3.0
+    # the stated cost is 1 + the steps actually computed: all l_max when the router always goes on,
+    # none when its first continue probability already falls below the pruning threshold
+    for bias, cost in ((30.0, 3.0), (-30.0, 1.0)):
+        with torch.no_grad():
+            fam.router.proj.weight.zero_()
+            fam.router.proj.bias.fill_(bias)
+        decode(fam, prompts, SamplingConfig(max_new_tokens=3, seed=3))
+        assert fam.cost_per_token == cost
+        assert fam.metrics() == {"mean_latent_steps": pytest.approx(cost - 1.0, abs=1e-6)}

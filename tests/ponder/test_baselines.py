@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltm.ponder.baselines import LoopedDecoder, PauseTokens
+from ltm.ponder.looped import LoopedDecoder
+from ltm.ponder.pause import PauseTokens
 from ltm.ponder.vanilla import VanillaDecoder
 from tests.ponder.helpers import (
     assert_cache_matches_recompute,

@@ -6,20 +6,23 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
+from ltm.inference import InnerLoopConfig, LatentELBO, SlowConfig
+from ltm.inference.dual_rate import DualRateOptimizer
+from ltm.inference.guides import EmptyGuide
 from pyro.infer import TraceMeanField_ELBO
 
-from inference import InnerLoopConfig, LatentELBO, SlowConfig
-from inference.dual_rate import DualRateOptimizer
-from inference.guides import EmptyGuide
-from ltm.config import DecoderConfig
+from ltm.models import Decoder, DecoderConfig
 from ltm.ponder.ponderlm import PonderLM
+from ltm.sampling import SamplingConfig, decode
+from ltm.training.build import build_model
+from ltm.training.config import TrainConfig
 
 VOCAB = 40
 
 
 def tiny(passes: int = 2) -> PonderLM:
     cfg = DecoderConfig(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, d_model=32)
-    return PonderLM.build(cfg, passes)
+    return PonderLM(Decoder(cfg), passes)
 
 
 def hand_ce(fam: PonderLM, tokens: torch.Tensor) -> torch.Tensor:
@@ -79,15 +82,10 @@ def test_trains_on_a_repeated_batch():
 
 
 def test_builder_and_sampler():
-    from ltm.ponder.builders import build_ponderlm
-    from ltm.sampling import SamplingConfig
-    from ltm.train_config import TrainConfig
-
-    decode = pytest.importorskip("ltm.ponder.decode").decode
-    cfg = TrainConfig(model="ponderlm", d_model=32, n_layer=2, n_head=2, block_size=32)
-    cfg.ponder_passes = 2  # the field once TrainConfig has it
-    fam = build_ponderlm(cfg, VOCAB)
-    assert fam.passes == 2 and fam.decoder.cfg.n_latent == 0 and fam.stated_cost == 3.0
+    cfg = TrainConfig(model="ponderlm", d_model=32, n_layer=2, n_head=2, block_size=32,
+                      sections={"ponderlm": {"passes": 2}})
+    fam = build_model(cfg, VOCAB)
+    assert fam.passes == 2 and fam.decoder.cfg.n_latent == 0 and fam.cost_per_token == 3.0
     prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
     cached = decode(fam, prompts, SamplingConfig(max_new_tokens=6, seed=3))
     fresh = decode(fam, prompts, SamplingConfig(max_new_tokens=6, seed=3, use_cache=False))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pyro
 import torch
+from ltm.inference import DualRateOptimizer, InnerLoopConfig, LatentELBO, SlowConfig
 from pyro.infer import TraceMeanField_ELBO
 
-from inference import DualRateOptimizer, InnerLoopConfig, LatentELBO, SlowConfig
 from ltm.ponder.ponderlm2_stochastic import StochasticPonderLM2, ThoughtGuide, ThoughtSequence
 from tests.ponder.helpers import T, batch, tiny_decoder
 
@@ -26,7 +26,7 @@ def test_elbo_with_the_thought_guide_matches_its_terms():
     family = StochasticPonderLM2(tiny_decoder(), seq_len=T, thoughts=1)
     guide = ThoughtGuide()
     tokens = batch()
-    guide.reset(family.prior, tokens.shape[0], tokens)
+    guide.reset(family.prior, tokens.shape[0], family.initial_latents(tokens))
     guide.freeze_noise()
     loss = LatentELBO().differentiable_loss(family.model, guide, tokens)
     terms = LatentELBO().terms(family.model, guide, tokens)

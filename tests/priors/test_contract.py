@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ltm.inference import DualRateOptimizer, InnerLoopConfig, SlowConfig, build_guide
+from ltm.priors import PRIORS, Prior, build_prior
 
-from inference import DualRateOptimizer, InnerLoopConfig, SlowConfig, build_guide
 from ltm import LatentThoughtModel
-from priors import PRIORS, Prior, build_prior
 from tests.conftest import tiny_config
 
 N, D = 4, 8
@@ -62,7 +62,7 @@ def test_state_dict_round_trip(prior):
 
 
 def test_selectable_by_module_class_path():
-    prior = build_prior("priors.learned_normal:LearnedNormal", N, D, init_scale=0.5)
+    prior = build_prior("ltm.priors.learned_normal:LearnedNormal", N, D, init_scale=0.5)
     torch.testing.assert_close(prior().base_dist.scale, torch.full((N, D), 0.5))
 
 
@@ -71,7 +71,7 @@ def test_unknown_or_wrong_prior_is_named():
         build_prior("gaussian", N, D)
     with pytest.raises(ValueError, match="cannot import prior 'priors:Nope'"):
         build_prior("priors:Nope", N, D)
-    with pytest.raises(ValueError, match="not a priors.Prior"):
+    with pytest.raises(ValueError, match="not an ltm.priors.Prior"):
         build_prior("torch.nn:Linear", N, D)
     with pytest.raises(ValueError, match="num_latents and latent_dim must be >= 1"):
         build_prior("standard_normal", 0, D)

@@ -1,0 +1,125 @@
+"""The guide contract: per-sequence local posteriors whose tensors are fresh for every batch."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from ltm.priors.base import Prior
+from torch import nn
+
+from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE
+
+
+class LocalGuide(nn.Module):
+    """Base class of guides over the sequence-level site "z".
+
+    A guide samples the model's latent site under the same plate. Its per-sequence (local)
+    parameters are plain tensors made afresh by `reset` for each batch, never Pyro global params
+    and never module parameters: the fast inner loop optimises exactly `local_parameters()`.
+    Global parameters (amortised guides) are ordinary `nn.Parameter`s trained by the slow step.
+
+    Subclasses implement `init_locals` and `distribution`.
+
+    Attributes:
+        fits_degenerate_prior: True only for guides that are valid under a point-mass prior.
+        starts_from_model: True for guides that start from the model family's own point guess of
+            the thoughts (`Family.initial_latents(tokens)`), passed to `reset` as `start`.
+    """
+
+    fits_degenerate_prior: bool = False
+    starts_from_model: bool = False
+
+    def __init__(self):
+        super().__init__()
+        self.locals: dict[str, torch.Tensor] = {}
+        self.prior: list[Prior] = []  # held in a list so the prior is not a submodule of the guide
+        self.fixed_noise: torch.Tensor | None = None
+        self.batch_size = 0
+
+    def reset(self, prior: Prior, batch_size: int, start: torch.Tensor | None = None) -> None:
+        """Start a new batch: fresh local tensors for `batch_size` sequences, fresh noise.
+
+        Args:
+            prior: The model's prior (sizes the tensors and places them on its device).
+            batch_size: Sequences B in the batch.
+            start: The model's point guess of the thoughts (B, *event_shape), for guides with
+                `starts_from_model`; others ignore it.
+        """
+        check_guide_fits_prior(self, prior)
+        self.prior = [prior]
+        self.batch_size = batch_size
+        self.fixed_noise = None
+        device = prior_device(prior)
+        self.locals = {name: t.detach().to(device).clone().requires_grad_(True)
+                       for name, t in self.init_locals(prior, batch_size, start).items()}
+
+    def init_locals(self, prior: Prior, batch_size: int,
+                    start: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Initial local tensors for a batch (the base guide has none)."""
+        return {}
+
+    def local_parameters(self) -> list[torch.Tensor]:
+        """The tensors the fast inner loop optimises."""
+        return list(self.locals.values())
+
+    def detach_locals(self) -> None:
+        """Freeze the fitted local tensors (the slow step treats them as constants)."""
+        self.locals = {name: t.detach() for name, t in self.locals.items()}
+
+    def freeze_noise(self, noise: torch.Tensor | None = None) -> None:
+        """Reuse one noise draw (B, N, D) in every later call until the next `reset`.
+
+        Args:
+            noise: The draw to reuse (e.g. made from per-sequence generators); default: a fresh
+                standard-normal draw from the global RNG.
+        """
+        if not self.locals:
+            return
+        prior = self.prior[0]
+        shape = (self.batch_size,) + tuple(prior.event_shape)  # (B, N, D)
+        device = prior_device(prior)
+        if noise is None:
+            noise = torch.randn(shape, device=device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise of shape {tuple(noise.shape)} given; this batch needs {shape}.")
+        self.fixed_noise = noise.to(device)
+
+    def distribution(self) -> pyro.distributions.TorchDistribution:
+        """q(z) for the current batch, batch shape (B,) and event shape (N, D)."""
+        raise NotImplementedError
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if not self.prior:
+            raise RuntimeError(f"{type(self).__name__}: call reset(prior, batch_size) before use.")
+        with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
+            return pyro.sample(LATENT_SITE, self.distribution())
+
+
+def check_guide_fits_prior(guide: LocalGuide, prior: Prior) -> None:
+    """Refuse a point-mass prior paired with a guide that is not the prior itself."""
+    if prior.is_degenerate and not guide.fits_degenerate_prior:
+        fix = ("the empty guide (guide='none'): its thoughts are deterministic" if prior.token_level
+               else "the prior guide (guide='prior', q = p)")
+        raise ValueError(
+            f"prior {type(prior).__name__} is degenerate (a point mass), so guide "
+            f"{type(guide).__name__} would score log 0 = -inf; use {fix}.")
+
+
+def prior_device(prior: Prior) -> torch.device:
+    """The device of a prior's parameters or buffers (CPU for a prior with neither)."""
+    ref = next(iter(prior.parameters()), None)
+    ref = ref if ref is not None else next(iter(prior.buffers()), None)
+    return ref.device if ref is not None else torch.device("cpu")
+
+
+def initial_loc(prior: Prior, batch_size: int, init_loc: float | str) -> torch.Tensor:
+    """Starting means (B, N, D): a constant, or "prior_mean" (zero where the prior has no mean)."""
+    shape = (batch_size,) + tuple(prior.event_shape)
+    device = prior_device(prior)
+    if init_loc == "prior_mean":
+        try:
+            mean = prior().mean.detach()
+        except NotImplementedError:
+            mean = torch.zeros(prior.event_shape, device=device)
+        return mean.expand(shape).clone()
+    return torch.full(shape, float(init_loc), device=device)

@@ -1,0 +1,61 @@
+"""Fitting q(z | x) for evaluation: eval mode in a seeded RNG fork, the fit itself, and draws of z.
+
+Every honest bound (`ltm.inference.bounds`) and every zero-shot score (`ltm.eval`) fits the guide
+on some tokens, then scores under `torch.no_grad()` with fresh draws; these are the shared steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+
+import pyro
+import torch
+from ltm.inference.elbo import LatentELBO
+from ltm.inference.inner_loop import InnerLoopConfig, fit_local
+from pyro import poutine
+
+from ltm.core.sites import LATENT_SITE
+
+
+@contextlib.contextmanager
+def evaluation_mode(model, seed: int):
+    """Eval mode, Pyro validation off, and a forked RNG seeded with `seed`; restores all on exit.
+
+    Yields:
+        The device of the model's parameters.
+    """
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                pyro.validation_enabled(False):
+            torch.manual_seed(seed)
+            yield device
+    finally:
+        model.train(was_training)
+
+
+def fit_posterior(family, guide, tokens: torch.Tensor, inner: InnerLoopConfig, fresh: bool = True) -> None:
+    """Fit q on `tokens` (B, T+1) with `inner` and detach it.
+
+    A block of a single token has no next token to fit to, so q stays at its initialisation.
+
+    Args:
+        fresh: Drop the fit's noise draw, so that later scoring uses fresh draws (never the one
+            the fit was tuned to); False keeps it (the published protocol).
+    """
+    if tokens.shape[1] < 2:
+        inner = replace(inner, steps=0)
+    with torch.enable_grad():
+        fit_local(family, guide, tokens, inner, LatentELBO())
+    guide.detach_locals()
+    if fresh:
+        guide.fixed_noise = None
+
+
+def draw_latents(guide, tokens: torch.Tensor) -> torch.Tensor | None:
+    """One draw z ~ q (B, N, D) at the sequence-level site "z", or None for a guide without it."""
+    node = poutine.trace(guide).get_trace(tokens).nodes.get(LATENT_SITE)
+    return None if node is None else node["value"]

@@ -1,0 +1,73 @@
+"""The flags of `python -m ltm.evaluate`, and their checks against the checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from ltm.eval.zero_shot import SETS
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The evaluation CLI's parser: held-out scoring and the zero-shot sets."""
+    p = argparse.ArgumentParser(prog="python -m ltm.evaluate", description=description)
+    p.add_argument("--checkpoint", default="runs/ltm-default", help="run directory (latest step) or "
+                   "step directory (default: runs/ltm-default)")
+    p.add_argument("--inner-steps", default="0,4,16", help="comma list of budgets K (default: 0,4,16)")
+    p.add_argument("--batches", type=int, default=8, help="batches of held-out blocks to score; 0 skips "
+                   "them (e.g. to run zero-shot sets only) (default: 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the run's)")
+    p.add_argument("--split", choices=("val", "train"), default="val",
+                   help="split of the run's dataset to score (default: val)")
+    p.add_argument("--data", default=None, help="score this text file instead (tokenized with the "
+                   "checkpoint's tokenizer)")
+    p.add_argument("--iwae-samples", type=int, default=8, help="S, samples of the importance-weighted "
+                   "bound and the prefix-predictive mixture (default: 8)")
+    p.add_argument("--elbo-draws", type=int, default=1, help="fresh noise draws the ELBO bound is "
+                   "averaged over (default: 1, as in training's validation)")
+    p.add_argument("--prefix-len", type=int, default=None, help="P, tokens of each block q(z) is fitted "
+                   "on for prefix-predictive perplexity (default: half the block)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default: 0)")
+    p.add_argument("--out", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--plot", default=None, help="also write a PNG of each bound against K to this file")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0: one per core (default: 1)")
+    group = p.add_argument_group("zero-shot sets (local files; see ltm.eval.zero_shot)")
+    group.add_argument("--wikitext2", default=None, help="WikiText-2 wiki.*.tokens file (e.g. test.txt)")
+    group.add_argument("--ptb", default=None, help="PTB ptb.*.txt file")
+    group.add_argument("--lambada", default=None, help="LAMBADA lambada_test.jsonl")
+    group.add_argument("--blimp", default=None, help="BLiMP <paradigm>.jsonl(.gz) file or folder")
+    group.add_argument("--limit", type=int, default=None, help="at most N examples per set (blocks for "
+                       "WikiText-2/PTB, passages for LAMBADA, pairs per paradigm for BLiMP)")
+    return p
+
+
+def zero_shot_paths(args: argparse.Namespace) -> dict[str, str]:
+    """{set: path} of the zero-shot sets named on the command line."""
+    return {name: getattr(args, name) for name in SETS if getattr(args, name, None)}
+
+
+def parse_budgets(text: str) -> list[int]:
+    try:
+        budgets = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise ValueError(f"--inner-steps must be a comma list of integers like 0,4,16, "
+                         f"got '{text}'.") from None
+    if not budgets or min(budgets) < 0:
+        raise ValueError(f"--inner-steps needs budgets K >= 0, got '{text}'.")
+    return budgets
+
+
+def check_args(args: argparse.Namespace, block_size: int) -> int:
+    """Validate S and P against the checkpoint's block size; returns P (blocks hold T+1 tokens)."""
+    if args.iwae_samples < 1:
+        raise ValueError(f"--iwae-samples S must be >= 1, got {args.iwae_samples}.")
+    if args.elbo_draws < 1:
+        raise ValueError(f"--elbo-draws must be >= 1, got {args.elbo_draws}.")
+    if args.batches < 0:
+        raise ValueError(f"--batches must be >= 0, got {args.batches}.")
+    prefix = (block_size + 1) // 2 if args.prefix_len is None else args.prefix_len
+    if not 1 <= prefix <= block_size:
+        raise ValueError(f"--prefix-len {prefix} leaves no continuation to score in blocks of "
+                         f"{block_size + 1} tokens (block_size {block_size} + 1); use 1 <= P <= "
+                         f"{block_size}.")
+    return prefix

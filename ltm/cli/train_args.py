@@ -1,0 +1,146 @@
+"""The flags of `python -m ltm.train`, generated from `TrainConfig` and the families' option sections.
+
+A shared field `inner_steps` is `--inner-steps`; option `thoughts` of family `ponderlm2` is
+`--ponderlm2.thoughts`. Only flags given on the command line are returned (defaults are suppressed),
+so that they can override a `--config` file and, on resume, the checkpoint's config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import re
+
+from ltm.families import FAMILIES, resolve_family
+from ltm.training.config import MOVED_KEYS, SHARED_FIELDS, TrainConfig, load_config_file, merge_values
+from ltm.training.values import convert, field_default, field_type
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Field descriptions from the "Attributes:" section of a Google-style class docstring."""
+    docs, current, inside = {}, None, False
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        if line.strip() == "Attributes:":
+            inside = True
+        elif inside and (m := re.match(r"^    (\w+): (.*)$", line)):
+            current, docs[m.group(1)] = m.group(1), m.group(2)
+        elif inside and current and line.startswith("        "):
+            docs[current] += " " + line.strip()
+        elif inside and line.strip():
+            break
+    return docs
+
+
+def flag_name(*parts: str) -> str:
+    """`--inner-steps` for ("inner_steps",), `--ponderlm2.thoughts` for ("ponderlm2", "thoughts")."""
+    return "--" + ".".join(p.replace("_", "-") for p in parts)
+
+
+def _flag_type(cls: type, name: str):
+    def parse(text: str):
+        try:
+            return convert(cls, name, text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def _add_field(group, cls: type, f: dataclasses.Field, dest: str, flag: str, help_text: str) -> None:
+    base, optional = field_type(cls, f.name)
+    default = field_default(f)
+    shown = json.dumps(default) if base is dict else default
+    help_text = f"{help_text} (default: {'none' if default is None else shown})"
+    if base is bool:
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=help_text)
+        return
+    metavar = {int: "INT", float: "FLOAT", dict: "JSON"}.get(base, "STR")
+    group.add_argument(flag, dest=dest, type=_flag_type(cls, f.name), default=argparse.SUPPRESS,
+                       metavar=metavar + ("|none" if optional else ""), help=help_text)
+
+
+class _Moved(argparse.Action):
+    """A flag of an earlier version: say where its value lives now."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        places = re.sub(r"(\w+)\.(\w+)", lambda m: flag_name(m.group(1), m.group(2)),
+                        MOVED_KEYS[self.dest])
+        parser.error(f"{option_string} has moved into its family's options: use {places}.")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, families: dict) -> None:
+    """One flag per shared `TrainConfig` field, grouped, then one group per family's options."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(TrainConfig):
+        section = f.metadata["section"]
+        if section is None:
+            continue
+        if section not in groups:
+            groups[section] = parser.add_argument_group(section)
+        _add_field(groups[section], TrainConfig, f, f.name, flag_name(f.name), f.metadata["help"])
+    for name, family in families.items():
+        options = dataclasses.fields(family.Options)
+        if not options:
+            continue
+        group = parser.add_argument_group(f"{name} options (used with --model {name})")
+        docs = attribute_docs(family.Options)
+        for f in options:
+            _add_field(group, family.Options, f, f"{name}.{f.name}", flag_name(name, f.name),
+                       docs.get(f.name, f"{name} option {f.name}"))
+    for old in MOVED_KEYS:
+        parser.add_argument(flag_name(old), dest=old, nargs="?", action=_Moved, help=argparse.SUPPRESS)
+
+
+def _chosen_model(argv: list[str] | None) -> str:
+    """The --model of the command line, else of its --config file, else the default."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.model:
+        return known.model
+    if known.config:
+        try:
+            return load_config_file(known.config).get("model", TrainConfig.model)
+        except ValueError:  # reported in full when the file is read for real
+            pass
+    return TrainConfig.model
+
+
+def build_parser(description: str, argv: list[str] | None = None,
+                 prog: str = "python -m ltm.train") -> argparse.ArgumentParser:
+    """The training CLI's parser: `--config`, `--print-config`, the shared fields and every family's
+    options (with those of a `module:Class` family named by --model)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of field values and family "
+                        "sections; flags given on the command line override it")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration as YAML and exit")
+    families = dict(FAMILIES)
+    try:
+        chosen = resolve_family(_chosen_model(argv))
+        families.setdefault(chosen.name, chosen)
+    except ValueError:  # an unknown family is reported when the config is built
+        pass
+    add_config_arguments(parser, families)
+    return parser
+
+
+def given_values(args: argparse.Namespace) -> dict:
+    """Field values and sections from the `--config` file, overridden by the flags given.
+
+    Defaults are suppressed in the parser, so only flags actually given appear in `args`.
+    """
+    values = load_config_file(args.config) if args.config else {}
+    flags: dict = {}
+    for dest, value in vars(args).items():
+        if dest in SHARED_FIELDS:
+            flags[dest] = value
+        elif "." in dest:
+            section, option = dest.split(".", 1)
+            flags.setdefault(section, {})[option] = value
+    return merge_values(values, flags)

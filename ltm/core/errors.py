@@ -1,0 +1,11 @@
+"""The errors a user can cause and fix: the command-line tools print them as one sentence."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A user error in a config file, a flag value or a field combination (printed as one sentence)."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: missing, incomplete, corrupt, or built for another model."""

@@ -1,0 +1,74 @@
+"""Causal self-attention (optional sliding window, KV cache) and cross-attention to latents."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltm.models.config import DecoderConfig
+from ltm.models.kv_cache import KVCache
+from ltm.models.layers import apply_rope
+
+
+def causal_mask(t_query: int, t_key: int, window: int | None,
+                device: torch.device) -> tuple[torch.Tensor | None, bool]:
+    """Mask for the last t_query of t_key slots attending causally (and within `window`).
+
+    Returns (mask, is_causal) for `scaled_dot_product_attention`. No tensor is built when the
+    fast paths apply: a full square causal block (`is_causal`), or one query seeing everything.
+    """
+    covers = window is None or window >= t_key
+    if covers and t_query == t_key:
+        return None, True
+    if covers and t_query == 1:
+        return None, False
+    q_pos = torch.arange(t_key - t_query, t_key, device=device)[:, None]  # (Tq, 1)
+    k_pos = torch.arange(t_key, device=device)[None, :]  # (1, Tk)
+    mask = k_pos <= q_pos
+    if window is not None:
+        mask &= q_pos - k_pos < window
+    return mask, False  # (Tq, Tk) bool, True = may attend
+
+
+class SelfAttention(nn.Module):
+    """Multi-head causal self-attention with rotary position embeddings."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None, is_causal: bool,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).transpose(1, 3).unbind(2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, hd)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H, S, hd)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class CrossAttention(nn.Module):
+    """Attention from every token to this layer's slice of latent vectors (no mask, no RoPE).
+
+    Keys and values project from the latent width, which may differ from the model width.
+    """
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.q = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.kv = nn.Linear(cfg.d_latent, 2 * cfg.d_model, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        N = latents.shape[1]
+        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k, v = self.kv(latents).view(B, N, 2, self.n_head, self.head_dim).transpose(1, 3).unbind(2)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, hd)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))

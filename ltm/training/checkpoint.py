@@ -1,0 +1,348 @@
+"""Checkpoints: step directories written atomically, a `latest` marker, and loading with clear errors.
+
+A run directory holds `metrics.jsonl`, `latest` (the name of the newest complete step directory)
+and `step_000100/`, ... each with
+
+    model.safetensors   decoder + prior (+ guide globals, prefixed "guide.") state, tied weights once
+    config.json         the run's `TrainConfig`, field by field (usable as `--config`)
+    trainer_state.pt    slow optimiser + scheduler state, step, RNG states, data-iterator state
+    tokenizer.json      the tokenizer the token ids belong to
+    manifest.json       step, vocabulary, special ids, and size + sha256 of every file above
+
+A step directory is written under a temporary name and renamed into place, then `latest` is
+replaced; a run killed mid-write leaves the previous checkpoint untouched.
+
+    model, tokenizer, config = load_checkpoint("runs/ltm-default")  # run dir -> latest step
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from ltm.core.errors import CheckpointError, ConfigError
+from ltm.training.build import build_model, build_run_guide
+from ltm.training.config import TrainConfig
+
+MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.json", "trainer_state.pt"
+TOKENIZER_FILE, MANIFEST_FILE, LATEST_FILE = "tokenizer.json", "manifest.json", "latest"
+FORMAT = "ltm-checkpoint/1"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def step_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the step directories in `run_dir` that hold a manifest, by step."""
+    found = []
+    for p in Path(run_dir).glob("step_*"):
+        m = _STEP_DIR.match(p.name)
+        if m and (p / MANIFEST_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The step directory named by `run_dir/latest`, else the highest complete one, else None."""
+    run_dir = Path(run_dir)
+    marker = run_dir / LATEST_FILE
+    if marker.is_file():
+        named = run_dir / marker.read_text().strip()
+        if (named / MANIFEST_FILE).is_file():
+            return named
+    found = step_dirs(run_dir)
+    return found[-1][1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A step directory from a step directory, a run directory (its latest) or a file inside one."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; give a run directory (e.g. "
+                              f"runs/ltm-default) or one of its step_NNNNNN directories.")
+    if path.is_file():
+        path = path.parent
+    if (path / MANIFEST_FILE).is_file() or _STEP_DIR.match(path.name):
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"{path} holds no checkpoint (no step_NNNNNN directory with a "
+                              f"{MANIFEST_FILE}); train one with python -m ltm.train --out-dir {path}.")
+    return latest
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def weight_tensors(model: nn.Module, guide: nn.Module | None = None) -> tuple[dict, dict]:
+    """(tensors to save, aliases): each storage once; `aliases` maps a tied name to the saved one."""
+    state = dict(model.state_dict())
+    if guide is not None:
+        state.update({f"guide.{k}": v for k, v in guide.state_dict().items()})
+    tensors, aliases, seen = {}, {}, {}
+    for name, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        if t.numel() and key in seen:  # a tied weight (e.g. an output head sharing the embedding)
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = t.detach().cpu().contiguous()
+    return tensors, aliases
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: TrainConfig,
+                    tokenizer: Tokenizer, trainer_state: dict, guide: nn.Module | None = None,
+                    keep_last: int = 0, extra: dict | None = None) -> Path:
+    """Write `run_dir/step_NNNNNN/` atomically, point `latest` at it, prune to the last `keep_last`.
+
+    Args:
+        run_dir: The run directory.
+        step: Outer steps taken.
+        model: The model (decoder + prior) whose state is saved.
+        config: The run's configuration (saved as config.json).
+        tokenizer: The tokenizer of the token ids.
+        trainer_state: Optimiser/scheduler/RNG/data state (saved with `torch.save`).
+        guide: The guide, whose global parameters (if any) are saved under "guide.".
+        keep_last: Keep this many step directories (older ones are deleted); 0 keeps all.
+        extra: More entries for the manifest (e.g. special token ids).
+
+    Returns:
+        The step directory.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for pattern in (".tmp-step_*", ".old-step_*"):  # left by a run killed while writing
+        for stale in run_dir.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+    name = step_dir_name(step)
+    tmp = run_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # honours the umask, unlike tempfile.mkdtemp
+    try:
+        tensors, aliases = weight_tensors(model, guide)
+        safetensors.torch.save_file(tensors, str(tmp / MODEL_FILE),
+                                    metadata={"format": FORMAT, "aliases": json.dumps(aliases)})
+        saved = {**config.to_dict(), "resume": None, "init_from": None, "overwrite": False}
+        (tmp / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")
+        os.chmod(tmp / MODEL_FILE, (tmp / CONFIG_FILE).stat().st_mode)  # safetensors writes 0600
+        torch.save(trainer_state, tmp / STATE_FILE)
+        tokenizer.save(str(tmp / TOKENIZER_FILE))
+        files = {f: {"bytes": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)}
+                 for f in (MODEL_FILE, CONFIG_FILE, STATE_FILE, TOKENIZER_FILE)}
+        manifest = {"format": FORMAT, "step": step, "model": config.model, **(extra or {}),
+                    "files": files}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        for f in (*files, MANIFEST_FILE):
+            _fsync(tmp / f)
+        final = run_dir / name
+        if final.exists():  # re-saving a step: move the old copy aside, then drop it
+            old = run_dir / f".old-{name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync(run_dir)
+    _write_text_atomic(run_dir / LATEST_FILE, name + "\n")
+    _prune(run_dir, keep_last, step)
+    return final
+
+
+def _prune(run_dir: Path, keep_last: int, step: int) -> None:
+    """Delete all but the newest `keep_last` step directories up to `step`; later ones are left."""
+    if keep_last <= 0:
+        return
+    older = [p for s, p in step_dirs(run_dir) if s <= step]
+    for p in older[:-keep_last]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read_manifest(step_dir: Path, files: tuple[str, ...] = ()) -> dict:
+    """The manifest of `step_dir`, after checking that each of `files` is whole (size + sha256)."""
+    path = step_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{step_dir} is not a complete checkpoint: {MANIFEST_FILE} is missing "
+                              f"(it is written last); use an earlier step directory.")
+    try:
+        manifest = json.loads(path.read_text())
+        listed = manifest["files"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path} is corrupt ({err}); use an earlier step directory.") from None
+    for f in files:
+        p, want = step_dir / f, listed.get(f)
+        if want is None:
+            raise CheckpointError(f"{path} does not list {f}; the checkpoint is from another tool "
+                                  f"or corrupt; use an earlier step directory.")
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint file {p} is missing; restore it or use an earlier "
+                                  f"step directory.")
+        size = p.stat().st_size
+        if size != want["bytes"]:
+            raise CheckpointError(f"checkpoint file {p} is truncated or altered ({size} bytes, "
+                                  f"{want['bytes']} written); use an earlier step directory.")
+        if _sha256(p) != want["sha256"]:
+            raise CheckpointError(f"checkpoint file {p} is corrupt (its sha256 does not match the "
+                                  f"manifest); use an earlier step directory.")
+    return manifest
+
+
+def read_config(step_dir: Path) -> TrainConfig:
+    """The `TrainConfig` saved in `step_dir/config.json`."""
+    path = step_dir / CONFIG_FILE
+    read_manifest(step_dir, (CONFIG_FILE,))
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()), str(path))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); use an earlier step directory.") from None
+    except ConfigError as err:
+        raise CheckpointError(f"{err} The checkpoint was written by another version of ltm.") from None
+
+
+def read_tokenizer(step_dir: Path) -> Tokenizer:
+    read_manifest(step_dir, (TOKENIZER_FILE,))
+    try:
+        return Tokenizer.from_file(str(step_dir / TOKENIZER_FILE))
+    except Exception as err:  # tokenizers raises a bare Exception
+        raise CheckpointError(f"cannot read {step_dir / TOKENIZER_FILE} ({err}).") from None
+
+
+def load_weights(step_dir: Path, model: nn.Module | None = None, guide: nn.Module | None = None) -> None:
+    """Load `model` and/or `guide` (its globals) from `step_dir/model.safetensors`, checking shapes."""
+    path = step_dir / MODEL_FILE
+    read_manifest(step_dir, (MODEL_FILE,))
+    try:
+        tensors = safetensors.torch.load_file(str(path))
+        with safetensors.safe_open(str(path), "pt") as f:
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    except (safetensors.SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {path} ({err}); the file is corrupt or truncated; use "
+                              f"an earlier step directory.") from None
+    tensors.update({name: tensors[target] for name, target in aliases.items()})
+    modules = {"": model, "guide.": guide}
+    for prefix, module in ((p, m) for p, m in modules.items() if m is not None):
+        own = module.state_dict()
+        theirs = {k[len(prefix):]: v for k, v in tensors.items()
+                  if k.startswith(prefix) and (prefix or not k.startswith("guide."))}
+        missing, unexpected = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+        if missing or unexpected:
+            what = (f"lacks '{prefix}{missing[0]}'" if missing
+                    else f"has an unexpected '{prefix}{unexpected[0]}'")
+            raise CheckpointError(f"{path} {what}: it was written for a different model (check model, "
+                                  f"prior, guide and n_layer against its config.json).")
+        for k, t in own.items():
+            if tuple(t.shape) != tuple(theirs[k].shape):
+                raise CheckpointError(
+                    f"{path} does not fit this model: '{prefix}{k}' has shape {tuple(theirs[k].shape)} "
+                    f"there but {tuple(t.shape)} here; use the sizes in its config.json (d_model, "
+                    f"n_layer, n_latent, d_latent, vocabulary).")
+        module.load_state_dict(theirs)
+
+
+def load_trainer_state(step_dir: Path) -> dict:
+    path = step_dir / STATE_FILE
+    read_manifest(step_dir, (STATE_FILE,))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged pickle/zip
+        raise CheckpointError(f"cannot read {path} ({type(err).__name__}); it is corrupt; use an "
+                              f"earlier step directory.") from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """Load a trained model for sampling or evaluation in one call.
+
+    Args:
+        path: A run directory (its latest checkpoint), a step directory, or a file inside one.
+        device: Where to put the model.
+
+    Returns:
+        (model, tokenizer, config): the model in eval mode, its `tokenizers.Tokenizer`, and the
+        run's `TrainConfig`.
+
+    Raises:
+        CheckpointError: naming the file and what to do, for a missing, incomplete, corrupt or
+            incompatible checkpoint.
+    """
+    step_dir = resolve_checkpoint(path)
+    manifest = read_manifest(step_dir)
+    config = read_config(step_dir)
+    tokenizer = read_tokenizer(step_dir)
+    model = build_model(config, int(manifest["vocab_size"]))
+    load_weights(step_dir, model)
+    return model.to(device).eval(), tokenizer, config
+
+
+def load_guide(path: str | Path, device: str | torch.device = "cpu"):
+    """The run's guide, with its global parameters (amortised guides) loaded from the checkpoint."""
+    step_dir = resolve_checkpoint(path)
+    config = read_config(step_dir)
+    guide = build_run_guide(config)
+    load_weights(step_dir, guide=guide)
+    return guide.to(device)
+
+
+# -- RNG state ------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """torch, Python and numpy global RNG states, in types `torch.load(weights_only=True)` reads."""
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = np_state["state"]["key"].tolist()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np_state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = dict(state["numpy"])
+    np_state["state"] = {**np_state["state"], "key": np.array(np_state["state"]["key"], dtype=np.uint32)}
+    np.random.set_state(np_state)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,225 @@
+"""The training loop: data, model, guide and the dual-rate optimiser; metrics, validation, checkpoints.
+
+    trainer = Trainer(TrainConfig(max_steps=100, out_dir="runs/x"))
+    trainer.train()  # -> the final validation `ElboBound`
+
+Resuming (`resume="auto"` or a checkpoint path) restores the parameters, the slow optimiser and its
+scheduler, the step, every RNG state and the data order, so the run continues exactly as if it had
+never stopped. Validation runs inside its own seeded RNG fork and never disturbs the training stream.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from ltm.core.errors import CheckpointError, ConfigError
+from ltm.data import BatchIterator, prepare_data
+from ltm.inference import DualRateOptimizer
+from ltm.inference.bound_results import ELBO_LABEL, ElboBound
+from ltm.inference.bounds import fresh_noise_elbo
+from ltm.training.build import build_model, build_run_guide
+from ltm.training.checkpoint import (
+    LATEST_FILE,
+    TOKENIZER_FILE,
+    latest_checkpoint,
+    load_trainer_state,
+    load_weights,
+    read_config,
+    read_manifest,
+    read_tokenizer,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    step_dirs,
+)
+from ltm.training.config import TrainConfig, merge_values
+from ltm.training.metrics import METRICS_FILE, MetricsLog
+
+
+def resume_checkpoint(cfg: TrainConfig) -> Path | None:
+    """The step directory `cfg.resume` names: 'auto' -> the latest in out_dir (None if there is none)."""
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        return latest_checkpoint(cfg.out_dir)
+    return resolve_checkpoint(cfg.resume)
+
+
+def resolve_with_checkpoint(cfg: TrainConfig, explicit: dict) -> TrainConfig:
+    """On resume, start from the checkpoint's config and re-apply only the values given explicitly."""
+    step_dir = resume_checkpoint(cfg)
+    if step_dir is None:
+        return cfg
+    saved = read_config(step_dir).to_dict()
+    saved.pop("resume"), saved.pop("init_from"), saved.pop("overwrite")
+    saved["out_dir"] = str(step_dir.parent)  # where the checkpoint is now, even if the run moved
+    return TrainConfig.from_dict(merge_values(saved, explicit))
+
+
+class Trainer:
+    """Builds everything from a `TrainConfig` and trains it.
+
+    Args:
+        cfg: The run's configuration.
+        log: Where one-line messages go (default: `tqdm.write`, which keeps the bar intact).
+    """
+
+    def __init__(self, cfg: TrainConfig, log=tqdm.write):
+        self.cfg, self.log = cfg, log
+        self.out_dir = Path(cfg.out_dir)
+        self.device = torch.device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        resume_dir = resume_checkpoint(cfg)
+        init_dir = resolve_checkpoint(cfg.init_from) if cfg.init_from else None
+        self._check_out_dir(resume_dir)
+        if cfg.resume == "auto" and resume_dir is None:
+            self.log(f"resume auto: no checkpoint in {self.out_dir} yet; starting a new run")
+        if init_dir is not None and cfg.tokenizer == "bpe":  # keep the token ids the weights know
+            read_manifest(init_dir, (TOKENIZER_FILE,))
+            cfg = self.cfg = cfg.replace(tokenizer=str(init_dir / TOKENIZER_FILE))
+            self.log(f"init-from: using the tokenizer of {init_dir}")
+        pyro.set_rng_seed(cfg.seed)
+        self.data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
+        self.model = build_model(cfg, self.data.vocab_size).to(self.device)
+        self.guide = build_run_guide(cfg).to(self.device)
+        self.opt = DualRateOptimizer(self.model, self.guide, cfg.inner_config(), cfg.slow_config(),
+                                     num_particles=cfg.num_particles)
+        self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)
+        self.val_batches = (self.data.val.fixed_batches(cfg.batch_size, cfg.eval_batches)
+                            if len(self.data.val) else [])  # none with val_fraction=0
+        self.metrics = MetricsLog(self.out_dir / METRICS_FILE)
+        self.step = 0
+        if resume_dir is not None:
+            try:
+                self._resume(resume_dir)
+            except CheckpointError as err:
+                earlier = [p for _, p in step_dirs(resume_dir.parent) if p.name < resume_dir.name]
+                hint = f" An earlier one: --resume {earlier[-1]}." if earlier else ""
+                raise CheckpointError(f"{err}{hint}") from None
+        elif init_dir is not None:
+            load_weights(init_dir, self.model, self.guide)
+            self.log(f"init-from: loaded the weights of {init_dir} (fresh optimiser, step 0)")
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def _check_out_dir(self, resume_dir: Path | None) -> None:
+        """Refuse to start afresh over an existing run unless asked to (nothing is lost by accident)."""
+        if resume_dir is not None or not step_dirs(self.out_dir):
+            return
+        if not self.cfg.overwrite:
+            latest = latest_checkpoint(self.out_dir)
+            raise ConfigError(f"{self.out_dir} already holds a run (latest checkpoint {latest.name}); "
+                              f"continue it with --resume auto, start again with --overwrite (deletes "
+                              f"it), or choose another --out-dir.")
+
+    def _clear_out_dir(self) -> None:
+        """With --overwrite: remove the old run's checkpoints and metrics, only once set-up worked."""
+        for _, p in step_dirs(self.out_dir):
+            shutil.rmtree(p)
+        for name in (LATEST_FILE, METRICS_FILE):
+            (self.out_dir / name).unlink(missing_ok=True)
+
+    def _resume(self, step_dir: Path) -> None:
+        tokenizer = read_tokenizer(step_dir)
+        if tokenizer.to_str() != self.data.tokenizer.to_str():
+            raise CheckpointError(f"the tokenizer in {step_dir} differs from the one prepared for this "
+                                  f"run's data; resume with the checkpoint's dataset, tokenizer and "
+                                  f"vocab_size (see its config.json).")
+        state = load_trainer_state(step_dir)
+        load_weights(step_dir, self.model, self.guide)
+        try:
+            self.opt.optimizer.load_state_dict(state["optimizer"])
+            self.opt.scheduler.load_state_dict(state["scheduler"])
+            self.batches.load_state_dict(state["data"])
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"cannot resume from {step_dir}: {err}") from None
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        later = [p.name for s, p in step_dirs(self.out_dir) if s > self.step]
+        if later:
+            self.log(f"note: {self.out_dir} holds later checkpoints {later}; they are replaced when "
+                     f"this run reaches their steps.")
+        self.metrics.truncate_after(self.step)
+        self.log(f"resumed from {step_dir} at step {self.step}")
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def validate(self) -> ElboBound | None:
+        """Fresh-noise ELBO bound on the fixed validation batches, with the eval budget K."""
+        cfg = self.cfg
+        if not self.val_batches:
+            return None
+        k = cfg.eval_steps
+        bound = fresh_noise_elbo(self.model, self.guide, self.val_batches, cfg.inner_config(k),
+                                 seed=cfg.seed + self.step)
+        record = {key: v for key, v in bound.to_dict().items() if key != "label"}
+        self.metrics.write({"step": self.step, "split": "val", **record})
+        self.log(f"step {self.step:>6} | val {bound.reconstruction:.4f} recon + {bound.kl:.4f} KL = "
+                 f"{bound.neg_elbo:.4f} nats/token, perplexity <= {bound.perplexity_bound:.2f} (K={k}, "
+                 f"fresh-noise ELBO bound)")
+        return bound
+
+    def save(self) -> Path:
+        state = {"step": self.step, "optimizer": self.opt.optimizer.state_dict(),
+                 "scheduler": self.opt.scheduler.state_dict(), "rng": rng_state(),
+                 "data": self.batches.state_dict()}
+        extra = {"vocab_size": self.data.vocab_size, "bos_id": self.data.bos_id,
+                 "eos_id": self.data.eos_id, "pad_id": self.data.pad_id}
+        return save_checkpoint(self.out_dir, self.step, self.model, self.cfg, self.data.tokenizer, state,
+                               guide=self.guide, keep_last=self.cfg.keep_last, extra=extra)
+
+    def _due(self, every: int) -> bool:
+        return self.step == self.cfg.max_steps or (every > 0 and self.step % every == 0)
+
+    def train(self) -> ElboBound | None:
+        """Train to `max_steps`, validating and checkpointing on schedule and at the end."""
+        cfg = self.cfg
+        if self.step >= cfg.max_steps:
+            self.log(f"already at step {self.step} >= max_steps {cfg.max_steps}; nothing to train.")
+            return None
+        if cfg.overwrite and self.step == 0:
+            self._clear_out_dir()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.step == 0:
+            self.metrics.path.write_text("")
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.log(f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocab {self.data.vocab_size}, "
+                 f"{len(self.data.train)} train / {len(self.data.val)} val blocks of {cfg.block_size} "
+                 f"tokens, K={cfg.inner_steps}; writing {self.out_dir}")
+        tokens_per_step = cfg.batch_size * cfg.block_size
+        bound, started = None, time.perf_counter()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
+                   dynamic_ncols=True)
+        while self.step < cfg.max_steps:
+            start = time.perf_counter()
+            result = self.opt.step(next(self.batches).to(self.device))  # batch (B, T+1)
+            self.step += 1
+            tok_s = tokens_per_step / (time.perf_counter() - start)
+            family = self.model.metrics()
+            self.metrics.write({"step": self.step, "split": "train", "loss": result.loss,
+                                "reconstruction": result.reconstruction, "kl": result.kl,
+                                "perplexity_bound": result.perplexity_bound, "lr": result.lr,
+                                "grad_norm": result.grad_norm, "tokens_per_s": tok_s, **family})
+            bar.set_postfix(loss=f"{result.loss:.3f}", recon=f"{result.reconstruction:.3f}",
+                            kl=f"{result.kl:.3f}", ppl_bound=f"{result.perplexity_bound:.1f}",
+                            tok_s=f"{tok_s:.0f}", **{k: f"{v:.2f}" for k, v in family.items()},
+                            refresh=False)
+            bar.update()
+            if self._due(cfg.eval_every):
+                bound = self.validate()
+            if self._due(cfg.save_every):
+                path = self.save()
+                self.log(f"step {self.step:>6} | saved {path}")
+        bar.close()
+        label = f" Validation numbers are the {ELBO_LABEL}." if bound is not None else ""
+        self.log(f"done: step {self.step} in {time.perf_counter() - started:.1f} s; checkpoints in "
+                 f"{self.out_dir}.{label}")
+        return bound

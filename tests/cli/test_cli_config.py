@@ -1,0 +1,137 @@
+"""TrainConfig: one dataclass, plus a section per family, behind the flags, config files and config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from ltm.cli.train_args import build_parser, given_values
+from ltm.core.errors import ConfigError
+from ltm.families import FAMILIES
+from ltm.models import LTMOptions
+from ltm.ponder.ponderlm2 import PonderLM2Options
+from ltm.train import main
+from ltm.training.config import TrainConfig, load_config_file
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def _config(argv: list[str]) -> TrainConfig:
+    return TrainConfig.from_dict(given_values(build_parser("x", argv).parse_args(argv)))
+
+
+def test_every_field_and_family_option_is_a_flag_with_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "sections":
+            assert "--" + f.name.replace("_", "-") in help_text
+            assert f.metadata["help"]
+    for name, family in FAMILIES.items():
+        for f in dataclasses.fields(family.Options):
+            assert f"--{name.replace('_', '-')}.{f.name.replace('_', '-')}" in help_text
+    assert "Thoughts K per token ((K+1)x decode FLOPs)" in help_text  # from the Options docstring
+
+
+def test_flags_override_the_file_option_by_option(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("inner_steps: 7\nlr: 3e-4\nwindow: 8\nprior_kwargs: {num_components: 3}\n"
+                    "ponderlm2: {thoughts: 3, jacobi_sweeps: 5}\n")
+    cfg = _config(["--config", str(path), "--inner-steps", "2", "--no-progress", "--window", "none",
+                   "--guide-kwargs", '{"init_scale": 0.5}', "--ponderlm2.thoughts", "2"])
+    assert (cfg.inner_steps, cfg.lr, cfg.window, cfg.progress) == (2, 3e-4, None, False)
+    assert cfg.prior_kwargs == {"num_components": 3} and cfg.guide_kwargs == {"init_scale": 0.5}
+    assert cfg.sections["ponderlm2"] == PonderLM2Options(thoughts=2, jacobi_sweeps=5)
+
+
+def test_a_family_reads_only_its_own_section():
+    cfg = _config(["--model", "pause", "--pause.pauses", "3", "--ponderlm2.thoughts", "4"])
+    assert cfg.options.pauses == 3 and cfg.family.name == "pause"
+    assert cfg.sections["ponderlm2"].thoughts == 4  # kept (and saved), but not used by pause
+
+
+def test_unknown_key_suggests_the_close_match(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("inner_step: 3\n")
+    message = rf"unknown key 'inner_step' in {path}; did you mean 'inner_steps'\?"
+    with pytest.raises(ConfigError, match=message):
+        load_config_file(path)
+    path.write_text("ponderlm2: {thougts: 3}\n")
+    with pytest.raises(ConfigError, match=r"'ponderlm2.thougts' .*did you mean 'ponderlm2.thoughts'"):
+        load_config_file(path)
+    with pytest.raises(ConfigError, match=r"unknown key 'pondrlm2'.*did you mean 'ponderlm2'"):
+        TrainConfig.from_dict({"pondrlm2": {"thoughts": 1}})
+
+
+def test_bad_value_names_the_key(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"batch_size": "many"}')
+    with pytest.raises(ConfigError, match=r"bad value for 'batch_size' in .*bad.json: expected an integer"):
+        load_config_file(path)
+    path.write_text('{"adaptive_cot": {"halt_lambda": "high"}}')
+    with pytest.raises(ConfigError, match=r"bad value for 'adaptive_cot.halt_lambda' .*expected a number"):
+        load_config_file(path)
+
+
+@pytest.mark.parametrize("key, place", [("n_latent", "ltm.n_latent"), ("thoughts", "pause.pauses"),
+                                        ("ponder_passes", "ponderlm.passes")])
+def test_a_moved_key_names_its_new_place(tmp_path, key, place):
+    path = tmp_path / "old.yaml"
+    path.write_text(f"{key}: 2\n")
+    with pytest.raises(ConfigError, match=rf"key '{key}' in {path} has moved .*{place}"):
+        load_config_file(path)
+
+
+def test_a_moved_flag_names_its_new_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["--thoughts", "2"])
+    err = capsys.readouterr().err
+    assert "--thoughts has moved into its family's options: use --ponderlm2.thoughts" in err
+    assert "--pause.pauses" in err
+
+
+def test_a_family_with_its_own_prior_refuses_another(capsys):
+    assert main(["--model", "vanilla", "--prior", "mixture", "--print-config"]) == 2
+    assert "error: model 'vanilla' has its own prior over its thoughts" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="model 'ponderlm2_stochastic' has its own prior"):
+        TrainConfig(model="ponderlm2_stochastic", prior_kwargs={"init_sigma": 0.2})
+
+
+def test_converters():
+    cfg = TrainConfig(d_model=64, n_head=4, inner_steps=3, fast_lr=0.2, fast_schedule="linear",
+                      reuse_noise=True, lr=1e-3, max_steps=50, lr_decay_steps=40, block_size=48,
+                      vocab_size=400, max_documents=10, sections={"ltm": {"n_latent": 4, "d_latent": 16}})
+    assert cfg.options == LTMOptions(n_latent=4, d_latent=16)
+    dec = cfg.decoder_config(vocab_size=123)
+    assert (dec.vocab_size, dec.d_model, dec.n_latent, dec.block_size) == (123, 64, 0, 48)
+    inner = cfg.inner_config()
+    assert (inner.steps, inner.lr, inner.schedule, inner.reuse_noise) == (3, 0.2, "linear", True)
+    assert cfg.inner_config(9).steps == 9
+    slow = cfg.slow_config()
+    assert (slow.lr, slow.max_steps, slow.betas) == (1e-3, 40, (0.9, 0.95))
+    data = cfg.data_config()
+    assert (data.block_size, data.vocab_size, data.max_documents, data.dataset) == (48, 400, 10, "embedded")
+
+
+def test_config_json_roundtrip():
+    cfg = TrainConfig(prior="mixture", prior_kwargs={"num_components": 2}, window=None,
+                      sections={"adaptive_cot": {"max_steps": 2}})
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_default_yaml_is_everything_print_config_writes(capsys):
+    text = (REPO / "configs" / "default.yaml").read_text()
+    assert text == TrainConfig().to_yaml()
+    assert main(["--print-config"]) == 0
+    assert capsys.readouterr().out == text
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_parses(path):
+    cfg = TrainConfig.from_dict(load_config_file(path))
+    cfg.decoder_config(vocab_size=cfg.vocab_size)
+    cfg.inner_config(), cfg.slow_config(), cfg.data_config()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import datasets
-
 from ltm.data import TokenBlocks, prepare_data
 from ltm.data.corpus import load_documents
 from ltm.data.prepare import pack
@@ -31,6 +29,7 @@ EXACT_NOTE = ("deterministic family (no latent to infer): every heading is its e
 @contextlib.contextmanager
 def _quiet_datasets():
     """Silence `datasets` logging and progress bars (a malformed file is reported in one sentence)."""
+    import datasets  # late: it takes a second to import, and only text files need it
 
     level, bars = datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL + 10)

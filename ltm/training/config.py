@@ -216,8 +216,6 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-
-
 SHARED_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "sections")
 
 

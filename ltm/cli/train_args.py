@@ -67,8 +67,7 @@ class _Moved(argparse.Action):
     """A flag of an earlier version: say where its value lives now."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        places = re.sub(r"(\w+)\.(\w+)", lambda m: flag_name(m.group(1), m.group(2)),
-                        MOVED_KEYS[self.dest])
+        places = " or ".join(flag_name(*place.split(".")) for place in MOVED_KEYS[self.dest])
         parser.error(f"{option_string} has moved into its family's options: use {places}.")
 
 

@@ -37,13 +37,13 @@ YAML_HEADER = ("# An ltm training configuration, every key written out by python
 
 # Flat keys of earlier versions and where each lives now (a config file naming one is told so).
 MOVED_KEYS = {
-    "n_latent": "ltm.n_latent", "d_latent": "ltm.d_latent",
-    "thoughts": "ponderlm2.thoughts, ponderlm2_stochastic.thoughts or pause.pauses",
-    "jacobi_sweeps": "ponderlm2.jacobi_sweeps or ponderlm2_stochastic.jacobi_sweeps",
-    "max_jacobi_sweeps": "ponderlm2.max_jacobi_sweeps", "loops": "looped.loops",
-    "ponder_passes": "ponderlm.passes", "max_latent_steps": "adaptive_cot.max_steps",
-    "halt_lambda": "adaptive_cot.halt_lambda", "halt_beta": "adaptive_cot.halt_beta",
-    "prune_threshold": "adaptive_cot.prune_threshold",
+    "n_latent": ("ltm.n_latent",), "d_latent": ("ltm.d_latent",),
+    "thoughts": ("ponderlm2.thoughts", "ponderlm2_stochastic.thoughts", "pause.pauses"),
+    "jacobi_sweeps": ("ponderlm2.jacobi_sweeps", "ponderlm2_stochastic.jacobi_sweeps"),
+    "max_jacobi_sweeps": ("ponderlm2.max_jacobi_sweeps",), "loops": ("looped.loops",),
+    "ponder_passes": ("ponderlm.passes",), "max_latent_steps": ("adaptive_cot.max_steps",),
+    "halt_lambda": ("adaptive_cot.halt_lambda",), "halt_beta": ("adaptive_cot.halt_beta",),
+    "prune_threshold": ("adaptive_cot.prune_threshold",),
 }
 
 
@@ -266,9 +266,11 @@ def coerce_values(values: dict, source: str) -> dict:
     for key, value in values.items():
         name = str(key).replace("-", "_")
         if name in MOVED_KEYS:
+            section, option = MOVED_KEYS[name][0].split(".")
+            flag = f"--{section}.{option}".replace("_", "-")
             raise ConfigError(f"key '{key}' in {source} has moved into its family's config section: "
-                              f"{MOVED_KEYS[name]} (in a file a nested section such as 'ltm: {{n_latent: "
-                              f"8}}', on the command line a flag such as --ltm.n-latent 8).")
+                              f"{' or '.join(MOVED_KEYS[name])} (in a file a nested section such as "
+                              f"'{section}: {{{option}: {value}}}', on the command line {flag} {value}).")
         if name in SHARED_FIELDS:
             out.update(coerce_fields(TrainConfig, {name: value}, source))
         elif name in FAMILIES and isinstance(value, dict):

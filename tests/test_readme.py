@@ -30,10 +30,12 @@ def test_setup_commands_are_what_ci_runs():
 
 
 def test_slow_marker_selects_tests():
-    import subprocess
-    import sys
+    """The README's `-m slow` selects something: some test carries the marker the default run skips."""
+    import ast
 
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q",
-                           "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert "-m slow" in README
-    assert any("::" in line for line in proc.stdout.splitlines()), proc.stdout[-1000:]
+    assert "-m slow" in README and "-m 'not slow'" in (REPO / "pyproject.toml").read_text()
+    marked = [f"{path.name}::{node.name}" for path in sorted((REPO / "tests").rglob("test_*.py"))
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.FunctionDef)
+              and any(ast.unparse(d) == "pytest.mark.slow" for d in node.decorator_list)]
+    assert marked, "no test is marked slow"

@@ -28,10 +28,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+
 from ltm.inference import InnerLoopConfig, LocalGaussianGuide, fit_local
 from ltm.inference.inner_loop import FAST_OPTIMIZERS
 from ltm.inference.schedules import inner_lr
-
 from ltm.models import DecoderConfig, LatentThoughtModel
 
 

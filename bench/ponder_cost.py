@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 
 import torch
-from ltm.inference import EmptyGuide, LatentELBO
 
+from ltm.inference import EmptyGuide, LatentELBO
 from ltm.models import Decoder, DecoderConfig
 from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
 from ltm.ponder.looped import LoopedDecoder

@@ -18,6 +18,9 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+from pyro import poutine
+
+from ltm.core.sites import IGNORE_INDEX
 from ltm.inference.bound_results import (
     ELBO_LABEL,
     IWAE_LABEL,
@@ -32,9 +35,6 @@ from ltm.inference.bound_results import (
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.posterior_fit import draw_latents, evaluation_mode, fit_posterior
-from pyro import poutine
-
-from ltm.core.sites import IGNORE_INDEX
 
 __all__ = ["ElboBound", "ImportanceWeightedBound", "PrefixPredictive", "PublishedProtocol",
            "fresh_noise_elbo", "importance_weighted_bound", "prefix_predictive_perplexity",

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field, replace
 
 import pyro
 import torch
+from torch import nn
+
 from ltm.inference.elbo import ElboTerms, LatentELBO
 from ltm.inference.guides import LocalGuide, check_guide_fits_prior
 from ltm.inference.inner_loop import InnerLoopConfig, fit_local
 from ltm.inference.schedules import warmup_cosine
-from torch import nn
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyro
 import torch
+
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.guides import LocalGuide
 from ltm.inference.schedules import INNER_SCHEDULES, inner_lr

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import pyro
 import torch
-from ltm.inference.elbo import LatentELBO
-from ltm.inference.inner_loop import InnerLoopConfig, fit_local
 from pyro import poutine
 
 from ltm.core.sites import LATENT_SITE
+from ltm.inference.elbo import LatentELBO
+from ltm.inference.inner_loop import InnerLoopConfig, fit_local
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import torch
 from ltm.cli.errors import report_user_errors
 from ltm.cli.sample_args import build_parser
 from ltm.sampling import generate_text
-from ltm.training.checkpoint import load_checkpoint, load_guide
+from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +36,9 @@ def _sample(args: argparse.Namespace) -> None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt file {path} does not exist.")
         prompts.append(Path(path).read_text().rstrip("\n"))
-    model, tokenizer, config = load_checkpoint(args.checkpoint, args.device)
-    guide = load_guide(args.checkpoint, args.device)
+    step_dir = resolve_checkpoint(args.checkpoint)  # once: model and guide come from the same step
+    model, tokenizer, config = load_checkpoint(step_dir, args.device)
+    guide = load_guide(step_dir, args.device)
     texts = generate_text(model, tokenizer, config, prompts or None, guide=guide,
                           num_samples=args.num_samples,
                           unconditional=args.unconditional, max_new_tokens=args.max_new_tokens,

@@ -10,13 +10,12 @@ if __name__ != "ltm.priors":  # the folder priors/ installs as ltm.priors: one n
     raise ImportError(f"this folder is ltm's priors package: import it as ltm.priors, not as "
                       f"'{__name__}' (install ltm with: pip install -e .).")
 
+from ltm.core.registry import resolve
 from ltm.priors.base import Prior
 from ltm.priors.degenerate import ContextDelta, DeltaPrior
 from ltm.priors.learned_normal import LearnedNormal
 from ltm.priors.mixture import MixtureOfGaussians
 from ltm.priors.standard_normal import StandardNormal
-
-from ltm.core.registry import resolve
 
 PRIORS: dict[str, type[Prior]] = {
     "standard_normal": StandardNormal,

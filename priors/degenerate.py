@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-from ltm.priors.base import Prior
 from torch import nn
+
+from ltm.priors.base import Prior
 
 
 class DeltaPrior(Prior):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-from ltm.priors.base import Prior
 from torch import nn
 from torch.distributions.transforms import ReshapeTransform
+
+from ltm.priors.base import Prior
 
 
 class MixtureOfGaussians(Prior):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
+
 from ltm.priors.base import Prior
 
 

@@ -5,12 +5,11 @@ A new guide is one file here (a `LocalGuide` subclass) and one line in `GUIDES`.
 
 from __future__ import annotations
 
+from ltm.core.registry import resolve
 from ltm.inference.guides.base import LocalGuide, check_guide_fits_prior, initial_loc
 from ltm.inference.guides.delta import DeltaGuide
 from ltm.inference.guides.gaussian import LocalGaussianGuide
 from ltm.inference.guides.prior import EmptyGuide, PriorGuide
-
-from ltm.core.registry import resolve
 
 GUIDES: dict[str, type[LocalGuide]] = {
     "gaussian": LocalGaussianGuide,

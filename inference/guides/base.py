@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pyro
 import torch
-from ltm.priors.base import Prior
 from torch import nn
 
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE
+from ltm.priors.base import Prior
 
 
 class LocalGuide(nn.Module):

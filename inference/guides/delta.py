@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyro.distributions as dist
+
 from ltm.inference.guides.base import LocalGuide, initial_loc
 
 

@@ -6,6 +6,7 @@ import math
 
 import pyro.distributions as dist
 import torch
+
 from ltm.inference.fixed_noise import FixedNoiseNormal
 from ltm.inference.guides.base import LocalGuide, initial_loc
 

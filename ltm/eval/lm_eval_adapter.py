@@ -61,7 +61,7 @@ from ltm.data.tokenizer import decode, encode, special_ids
 from ltm.eval.scoring import continuation_logprob, model_block_size, sequence_logprob
 from ltm.sampling.sampler import generate
 from ltm.sampling.settings import SamplingConfig
-from ltm.training.checkpoint import load_checkpoint, load_guide
+from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
 
 ROLLING_MODES = ("bound", "predictive")
 DEFAULT_MAX_GEN_TOKS = 256
@@ -102,7 +102,7 @@ class LTMHarnessModel(LM):
 
     Raises:
         ValueError: for num_samples < 1, inner_steps < 0 or an unknown rolling mode.
-        ltm.training.checkpoint.CheckpointError: for a checkpoint that cannot be loaded.
+        ltm.core.errors.CheckpointError: for a checkpoint that cannot be loaded.
     """
 
     def __init__(self, pretrained: str | Path, inner_steps: int | None = None, num_samples: int = 8,
@@ -116,8 +116,9 @@ class LTMHarnessModel(LM):
         if rolling not in ROLLING_MODES:
             raise ValueError(f"unknown rolling mode {rolling!r}; choose one of {ROLLING_MODES}.")
         self._device = _pick_device(device)
-        self.model, self.tokenizer, self.config = load_checkpoint(pretrained, self._device)
-        self.guide = load_guide(pretrained, self._device)
+        step_dir = resolve_checkpoint(pretrained)  # once: model and guide come from the same step
+        self.model, self.tokenizer, self.config = load_checkpoint(step_dir, self._device)
+        self.guide = load_guide(step_dir, self._device)
         steps = self.config.eval_steps if inner_steps in (None, "") else int(inner_steps)
         self.inner = self.config.inner_config(steps)  # raises ValueError for K < 0
         self.num_samples, self.seed, self.rolling = num_samples, seed, rolling

@@ -17,7 +17,7 @@ class SamplingConfig:
         top_k: Keep only the k most likely tokens (None = all).
         top_p: Nucleus sampling: keep the smallest set of most likely tokens whose probability
             mass is >= top_p (None = all).
-        seed: Seed of the per-row random streams (see the module docstring for the rule).
+        seed: Seed of the per-row random streams (the rule is in `ltm.sampling.streams`).
         use_cache: Decode with a KV cache (True) or recompute the whole prefix at every step;
             both give the same tokens.
         eos_id: A row stops once it emits this id (kept in its output); rows finish independently.

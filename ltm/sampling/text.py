@@ -12,7 +12,7 @@ from ltm.data.tokenizer import decode, encode, special_ids
 from ltm.sampling.sampler import generate
 from ltm.sampling.settings import SamplingConfig
 from ltm.training.build import build_run_guide
-from ltm.training.checkpoint import load_checkpoint, load_guide
+from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
 
 
 def generate_text(model, tokenizer, config, prompts: list[str] | None = None, *, num_samples: int = 1,
@@ -54,6 +54,7 @@ def generate_text(model, tokenizer, config, prompts: list[str] | None = None, *,
 def sample_text(checkpoint: str | Path, prompts: str | list[str] | None = None, **kwargs) -> list[str]:
     """Load `checkpoint` and sample in one call; keyword arguments as in `generate_text`."""
     device = kwargs.pop("device", "cpu")
-    model, tokenizer, config = load_checkpoint(checkpoint, device)
+    step_dir = resolve_checkpoint(checkpoint)  # once: model and guide come from the same step
+    model, tokenizer, config = load_checkpoint(step_dir, device)
     prompts = [prompts] if isinstance(prompts, str) else prompts
-    return generate_text(model, tokenizer, config, prompts, guide=load_guide(checkpoint, device), **kwargs)
+    return generate_text(model, tokenizer, config, prompts, guide=load_guide(step_dir, device), **kwargs)

@@ -238,7 +238,8 @@ def read_config(step_dir: Path) -> TrainConfig:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is not valid JSON ({err}); use an earlier step directory.") from None
     except ConfigError as err:
-        raise CheckpointError(f"{err} The checkpoint was written by another version of ltm.") from None
+        raise CheckpointError(f"{err} (in {path}: the checkpoint was written by another version of ltm, "
+                              f"or names a module that is not importable here).") from None
 
 
 def read_tokenizer(step_dir: Path) -> Tokenizer:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -72,7 +73,8 @@ class TrainConfig:
     d_ff: int | None = _f(None, "SwiGLU hidden width (none: 8/3 d_model)", "model")
     window: int | None = _f(None, "sliding self-attention window in tokens (none: full causal)", "model")
     prior: str | None = _f(None, "prior over the thoughts: registry name or module:Class (none: the "
-                           "family's own; only ltm takes one)", "model")
+                           "family's own; taken by "
+                           f"{', '.join(n for n, f in FAMILIES.items() if f.takes_prior)})", "model")
     prior_kwargs: dict = _f({}, "keyword arguments of the prior, as JSON", "model")
     guide: str | None = _f(None, "guide (approximate posterior): registry name or module:Class (none: "
                            "the family's default)", "model")
@@ -233,6 +235,9 @@ def family_sections(model: str, given: dict) -> dict:
         chosen = resolve_family(model)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if chosen.name in SHARED_FIELDS:
+        raise ConfigError(f"model '{model}' is named '{chosen.name}', which is a config field; give the "
+                          f"class another `name` (its config-section key).")
     families = dict(FAMILIES)
     if families.setdefault(chosen.name, chosen) is not chosen:
         raise ConfigError(f"model '{model}' is named '{chosen.name}', which a registered family already "
@@ -271,15 +276,22 @@ def coerce_values(values: dict, source: str) -> dict:
             raise ConfigError(f"key '{key}' in {source} has moved into its family's config section: "
                               f"{' or '.join(MOVED_KEYS[name])} (in a file a nested section such as "
                               f"'{section}: {{{option}: {value}}}', on the command line {flag} {value}).")
+        known = list(SHARED_FIELDS) + list(FAMILIES)
         if name in SHARED_FIELDS:
             out.update(coerce_fields(TrainConfig, {name: value}, source))
-        elif name in FAMILIES and isinstance(value, dict):
-            out[name] = coerce_fields(FAMILIES[name].Options, value, source, f"{name}.")
-        elif isinstance(value, dict) and name != "sections":
-            out[name] = dict(value)  # perhaps a module:Class family's section; checked on build
+            continue
+        if name == "sections" or not (value is None or isinstance(value, dict)):
+            if name in FAMILIES:
+                raise ConfigError(f"config section '{key}' in {source} must be a mapping of {name}'s "
+                                  f"options, e.g. '{name}: {{option: value}}'; got {value!r}.")
+            raise unknown_key(key, known, source, "see python -m ltm.train --help.")
+        section = value or {}  # 'ponderlm2:' with nothing under it is an empty section
+        if name in FAMILIES:
+            out[name] = coerce_fields(FAMILIES[name].Options, section, source, f"{name}.")
+        elif difflib.get_close_matches(name, FAMILIES, n=1, cutoff=0.8):
+            raise unknown_key(key, known, source, "")  # a misspelt family section
         else:
-            raise unknown_key(key, list(SHARED_FIELDS) + list(FAMILIES), source,
-                              "see python -m ltm.train --help.")
+            out[name] = dict(section)  # perhaps a module:Class family's section; checked on build
     return out
 
 

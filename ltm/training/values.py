@@ -69,7 +69,7 @@ def convert(cls: type, name: str, value):
             raise ValueError(f"expected an integer, got {value!r}")
         try:
             return int(value) if not isinstance(value, str) else int(value.replace("_", ""))
-        except ValueError:
+        except (TypeError, ValueError):  # TypeError: a list or a mapping
             raise ValueError(f"expected an integer, got {value!r}") from None
     if base is float:
         try:

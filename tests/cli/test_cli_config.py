@@ -67,6 +67,33 @@ def test_unknown_key_suggests_the_close_match(tmp_path):
         TrainConfig.from_dict({"pondrlm2": {"thoughts": 1}})
 
 
+@pytest.mark.parametrize("text, message", [
+    ("ponderlm2: 3\n", r"config section 'ponderlm2' in .*c.yaml must be a mapping of ponderlm2's options"),
+    ("batch_size: [1]\n", r"bad value for 'batch_size' in .*c.yaml: expected an integer, got \[1\]"),
+    ("ponderml2: {thoughts: 2}\n", r"unknown key 'ponderml2' in .*c.yaml; did you mean 'ponderlm2'\?"),
+])
+def test_malformed_sections_and_values_are_one_sentence(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config_file(path)
+
+
+def test_an_empty_section_keeps_the_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: ponderlm2\nponderlm2:\n")
+    assert TrainConfig.from_dict(load_config_file(path)).options == PonderLM2Options()
+
+
+class FieldNamedFamily(FAMILIES["vanilla"]):
+    name = "seed"
+
+
+def test_a_family_named_like_a_field_is_refused():
+    with pytest.raises(ConfigError, match="named 'seed', which is a config field"):
+        TrainConfig(model=f"{__name__}:FieldNamedFamily")
+
+
 def test_bad_value_names_the_key(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"batch_size": "many"}')

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import pyro.distributions as dist
 import pytest
 import torch
-from ltm.priors import Prior
 from safetensors.torch import load_file
 from torch import nn
 
 from ltm.evaluate import main as evaluate_main
 from ltm.models import DecodeState
 from ltm.ponder.token_level import TokenLevelFamily
+from ltm.priors import Prior
 from ltm.sample import main as sample_main
 from ltm.train import main as train_main
 from ltm.training.checkpoint import load_checkpoint

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from ltm.inference import InnerLoopConfig
 
 from ltm.data.tokenizer import encode
 from ltm.eval import scoring, zero_shot
 from ltm.evaluate import main
+from ltm.inference import InnerLoopConfig
 from ltm.training.checkpoint import load_checkpoint, load_guide
 from tests.cli.test_cli_evaluate import vanilla_run
 from tests.cli_helpers import REPO, one_thread, shared_run  # noqa: F401 (fixture)

@@ -8,6 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
+from ltm import DecoderConfig, LatentThoughtModel
+from ltm.data.synthetic import TopicMarkovChains
+from ltm.eval.curve import bounds_vs_inner_steps, plot_curve
 from ltm.inference import (
     DualRateOptimizer,
     EmptyGuide,
@@ -22,13 +26,9 @@ from ltm.inference.bounds import (
     prefix_predictive_perplexity,
     published_protocol,
 )
-from ltm.priors import DeltaPrior
-
-from ltm import DecoderConfig, LatentThoughtModel
-from ltm.data.synthetic import TopicMarkovChains
-from ltm.eval.curve import bounds_vs_inner_steps, plot_curve
 from ltm.models.decoder import Decoder
 from ltm.ponder.vanilla import VanillaDecoder
+from ltm.priors import DeltaPrior
 
 V, T = 16, 16
 INNER = InnerLoopConfig(steps=16, lr=0.3)

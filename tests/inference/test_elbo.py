@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from ltm.inference import DeltaGuide, LatentELBO, LocalGaussianGuide, PriorGuide
-from ltm.priors import DeltaPrior
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from ltm import LatentThoughtModel
+from ltm.inference import DeltaGuide, LatentELBO, LocalGaussianGuide, PriorGuide
+from ltm.priors import DeltaPrior
 from tests.conftest import tiny_config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from ltm.inference import (
     DualRateOptimizer,
     InnerLoopConfig,
@@ -12,9 +13,8 @@ from ltm.inference import (
     build_guide,
     fit_local,
 )
-from ltm.priors import StandardNormal
-
 from ltm.models import Decoder, LatentThoughtModel
+from ltm.priors import StandardNormal
 from tests.conftest import tiny_config
 
 

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
-from ltm.inference import InnerLoopConfig, LatentELBO, build_guide, check_guide_fits_prior, fit_local
-from ltm.inference.posterior_fit import draw_latents
 
 from ltm.families import FAMILIES, resolve_family
+from ltm.inference import InnerLoopConfig, LatentELBO, build_guide, check_guide_fits_prior, fit_local
+from ltm.inference.posterior_fit import draw_latents
 from ltm.models import DecoderConfig, Family
 
 CFG = DecoderConfig(vocab_size=40, block_size=12, n_layer=2, n_head=2, d_model=32)

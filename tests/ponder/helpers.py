@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from ltm.inference import DualRateOptimizer, EmptyGuide, InnerLoopConfig, LatentELBO, SlowConfig
 from pyro.infer import TraceMeanField_ELBO
 
+from ltm.inference import DualRateOptimizer, EmptyGuide, InnerLoopConfig, LatentELBO, SlowConfig
 from ltm.models.config import DecoderConfig
 from ltm.models.decoder import Decoder
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from pyro.infer import TraceMeanField_ELBO
+
 from ltm.inference import InnerLoopConfig, LatentELBO, SlowConfig
 from ltm.inference.dual_rate import DualRateOptimizer
 from ltm.inference.guides import EmptyGuide
-from pyro.infer import TraceMeanField_ELBO
-
 from ltm.models import Decoder, DecoderConfig
 from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
 from ltm.ponder.grid import GridCache, grid_mask, level_major_mask

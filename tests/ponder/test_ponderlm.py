@@ -6,11 +6,11 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
+from pyro.infer import TraceMeanField_ELBO
+
 from ltm.inference import InnerLoopConfig, LatentELBO, SlowConfig
 from ltm.inference.dual_rate import DualRateOptimizer
 from ltm.inference.guides import EmptyGuide
-from pyro.infer import TraceMeanField_ELBO
-
 from ltm.models import Decoder, DecoderConfig
 from ltm.ponder.ponderlm import PonderLM
 from ltm.sampling import SamplingConfig, decode

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ltm.inference import EmptyGuide, LatentELBO
 
+from ltm.inference import EmptyGuide, LatentELBO
 from ltm.ponder.ponderlm2 import PonderLM2
 from tests.ponder.helpers import (
     VOCAB,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pyro
 import torch
-from ltm.inference import DualRateOptimizer, InnerLoopConfig, LatentELBO, SlowConfig
 from pyro.infer import TraceMeanField_ELBO
 
+from ltm.inference import DualRateOptimizer, InnerLoopConfig, LatentELBO, SlowConfig
 from ltm.ponder.ponderlm2_stochastic import StochasticPonderLM2, ThoughtGuide, ThoughtSequence
 from tests.ponder.helpers import T, batch, tiny_decoder
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ltm.inference import DualRateOptimizer, InnerLoopConfig, SlowConfig, build_guide
-from ltm.priors import PRIORS, Prior, build_prior
 
 from ltm import LatentThoughtModel
+from ltm.inference import DualRateOptimizer, InnerLoopConfig, SlowConfig, build_guide
+from ltm.priors import PRIORS, Prior, build_prior
 from tests.conftest import tiny_config
 
 N, D = 4, 8

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from ltm.inference import InnerLoopConfig
 
 from ltm.families import FAMILIES
+from ltm.inference import InnerLoopConfig
 from ltm.models import DecoderConfig
 from ltm.sampling import SamplingConfig, generate
 

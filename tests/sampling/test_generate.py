@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ltm.inference import InnerLoopConfig
-from ltm.priors import build_prior
 
+from ltm.inference import InnerLoopConfig
 from ltm.models import Decoder, DecoderConfig, LatentThoughtModel
 from ltm.ponder.vanilla import VanillaDecoder
+from ltm.priors import build_prior
 from ltm.sampling import (
     SamplingConfig,
     conditional_latents,

@@ -34,11 +34,11 @@ from ltm.inference.bound_results import (
 )
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.inner_loop import InnerLoopConfig
-from ltm.inference.posterior_fit import draw_latents, evaluation_mode, fit_posterior
+from ltm.inference.posterior_fit import evaluation_mode, fit_posterior, predictive_logits
 
 __all__ = ["ElboBound", "ImportanceWeightedBound", "PrefixPredictive", "PublishedProtocol",
            "fresh_noise_elbo", "importance_weighted_bound", "prefix_predictive_perplexity",
-           "published_protocol", "log_weights"]
+           "published_protocol", "log_weights", "default_prefix_len"]
 
 def _as_batches(tokens, device: torch.device) -> list[torch.Tensor]:
     batches = [tokens] if isinstance(tokens, torch.Tensor) else list(tokens)
@@ -49,6 +49,11 @@ def _as_batches(tokens, device: torch.device) -> list[torch.Tensor]:
             raise ValueError(f"each batch must be token ids (B, T+1) with T+1 >= 2, got shape "
                              f"{tuple(b.shape)}.")
     return [b.to(device) for b in batches]
+
+
+def default_prefix_len(block_tokens: int) -> int:
+    """The prefix P of prefix-predictive scoring when none is given: half of a block of L tokens."""
+    return block_tokens // 2
 
 
 def _check_count(name: str, value: int) -> None:
@@ -160,16 +165,11 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
             fit_posterior(model, guide, prefix, inner)
             inputs, targets = batch[:, :-1], batch[:, prefix_len:]  # (B, L-1), (B, L-P)
             with torch.no_grad():
-                lls = []
-                for _ in range(num_samples):
-                    z = draw_latents(guide, prefix)  # (B, N, D) or None
-                    logits = model.full_logits(inputs, z)[:, prefix_len - 1:]  # (B, L-P, V)
-                    nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
-                                          ignore_index=IGNORE_INDEX)  # (B, L-P)
-                    lls.append(-nll.sum(-1))
-                    if z is None:
-                        break  # deterministic: every draw is the same
-                ll = torch.stack(lls)  # (S, B)
+                ll = torch.stack([
+                    -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
+                                     ignore_index=IGNORE_INDEX).sum(-1)  # (B,) from logits (B, L-P, V)
+                    for logits in predictive_logits(model, guide, prefix, inputs, prefix_len - 1,
+                                                    num_samples)])  # (S, B)
                 score = -(ll.logsumexp(0) - math.log(ll.shape[0]))  # (B,)
             total += score.sum().item()
             n_tok += int((targets != IGNORE_INDEX).sum())

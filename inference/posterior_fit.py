@@ -7,6 +7,7 @@ on some tokens, then scores under `torch.no_grad()` with fresh draws; these are 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pyro
@@ -59,3 +60,14 @@ def draw_latents(guide, tokens: torch.Tensor) -> torch.Tensor | None:
     """One draw z ~ q (B, N, D) at the sequence-level site "z", or None for a guide without it."""
     node = poutine.trace(guide).get_trace(tokens).nodes.get(LATENT_SITE)
     return None if node is None else node["value"]
+
+
+def predictive_logits(family, guide, prefix: torch.Tensor, inputs: torch.Tensor, start: int,
+                      num_samples: int) -> Iterator[torch.Tensor]:
+    """Next-token logits (B, C, V) of `inputs` at positions >= `start`, one per fresh z ~ q fitted
+    on `prefix`: S of them, or one for a family without z (every draw would be the same)."""
+    for _ in range(num_samples):
+        z = draw_latents(guide, prefix)  # (B, N, D) or None
+        yield family.full_logits(inputs, z)[:, start:]  # (B, C, V)
+        if z is None:
+            return

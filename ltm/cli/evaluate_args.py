@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ltm.eval.zero_shot import SETS
+from ltm.inference.bounds import default_prefix_len
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -65,7 +66,7 @@ def check_args(args: argparse.Namespace, block_size: int) -> int:
         raise ValueError(f"--elbo-draws must be >= 1, got {args.elbo_draws}.")
     if args.batches < 0:
         raise ValueError(f"--batches must be >= 0, got {args.batches}.")
-    prefix = (block_size + 1) // 2 if args.prefix_len is None else args.prefix_len
+    prefix = default_prefix_len(block_size + 1) if args.prefix_len is None else args.prefix_len
     if not 1 <= prefix <= block_size:
         raise ValueError(f"--prefix-len {prefix} leaves no continuation to score in blocks of "
                          f"{block_size + 1} tokens (block_size {block_size} + 1); use 1 <= P <= "

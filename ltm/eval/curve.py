@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ltm.inference.bounds import (
+    default_prefix_len,
     fresh_noise_elbo,
     importance_weighted_bound,
     prefix_predictive_perplexity,
@@ -40,7 +41,7 @@ def bounds_vs_inner_steps(model, guide, batches, budgets=(0, 1, 4, 16), num_samp
     """
     inner = inner or InnerLoopConfig()
     first = batches if hasattr(batches, "shape") else batches[0]
-    prefix_len = prefix_len or first.shape[1] // 2
+    prefix_len = prefix_len or default_prefix_len(first.shape[1])
     curve = []
     for k in budgets:
         cfg = replace(inner, steps=int(k))

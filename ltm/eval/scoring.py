@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ltm.inference import InnerLoopConfig
 from ltm.inference.bounds import importance_weighted_bound
-from ltm.inference.posterior_fit import draw_latents, evaluation_mode, fit_posterior
+from ltm.inference.posterior_fit import evaluation_mode, fit_posterior, predictive_logits
 
 
 def model_block_size(model) -> int:
@@ -46,14 +46,9 @@ def _draw_logprobs(model, guide, prefix: torch.Tensor, inputs: torch.Tensor, sta
     """log p(. | inputs[:t], z_s) at positions t >= start for S fresh z_s ~ q: (S', B, C, V).
 
     S' = 1 for a deterministic family (every draw is the same)."""
-    out = []
-    for _ in range(num_samples):
-        z = draw_latents(guide, prefix)  # (B, N, D) or None
-        logits = model.full_logits(inputs, z)[:, start:]  # (B, C, V)
-        out.append(F.log_softmax(logits.float(), -1))
-        if z is None:
-            break
-    return torch.stack(out)  # (S', B, C, V)
+    return torch.stack([F.log_softmax(logits.float(), -1)
+                        for logits in predictive_logits(model, guide, prefix, inputs, start,
+                                                        num_samples)])  # (S', B, C, V)
 
 
 def continuation_logprob(model, guide, context_ids: list[int], continuation_ids: list[int],

@@ -19,7 +19,7 @@ from ltm.data.prepare import pack
 from ltm.data.tokenizer import encode, special_ids
 from ltm.eval.scoring import continuation_logprob, sequence_logprob
 from ltm.inference import InnerLoopConfig
-from ltm.inference.bounds import fresh_noise_elbo, prefix_predictive_perplexity
+from ltm.inference.bounds import default_prefix_len, fresh_noise_elbo, prefix_predictive_perplexity
 
 SETS = ("wikitext2", "ptb", "lambada", "blimp")
 CONTINUATION_LABEL = ("log p(continuation | context): q(z) fitted on the context with K inner steps, "
@@ -55,7 +55,7 @@ def corpus_perplexity(model, guide, tokenizer, docs: list[str], block_size: int,
     if n == 0:
         raise ValueError(f"the text holds fewer than {block_size + 1} tokens: nothing to score.")
     batches = [blocks.batch(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]  # (B, T+1)
-    prefix_len = prefix_len or (block_size + 1) // 2
+    prefix_len = prefix_len or default_prefix_len(block_size + 1)
     prefix = prefix_predictive_perplexity(model, guide, batches, prefix_len, inner, num_samples, seed)
     bound = fresh_noise_elbo(model, guide, batches, inner, seed=seed)
     return {"prefix_predictive": prefix.to_dict(), "fresh_noise_elbo": bound.to_dict(), "blocks": n}

@@ -8,7 +8,7 @@ if __name__ != "ltm.inference":  # the folder inference/ installs as ltm.inferen
     raise ImportError(f"this folder is ltm's inference package: import it as ltm.inference, not as "
                       f"'{__name__}' (install ltm with: pip install -e .).")
 
-from ltm.inference.dual_rate import DualRateOptimizer, SlowConfig, StepResult
+from ltm.inference.dual_rate import DualRateOptimizer, EarlyInference, SlowConfig, StepResult
 from ltm.inference.elbo import ElboTerms, LatentELBO
 from ltm.inference.guides import (
     GUIDES,
@@ -22,7 +22,9 @@ from ltm.inference.guides import (
     initial_loc,
 )
 from ltm.inference.inner_loop import InnerLoopConfig, fit_local
+from ltm.inference.kl_control import KLControl
 
 __all__ = ["GUIDES", "build_guide", "LocalGuide", "LocalGaussianGuide", "DeltaGuide", "PriorGuide",
            "EmptyGuide", "check_guide_fits_prior", "initial_loc", "LatentELBO", "ElboTerms",
-           "InnerLoopConfig", "fit_local", "DualRateOptimizer", "SlowConfig", "StepResult"]
+           "InnerLoopConfig", "fit_local", "DualRateOptimizer", "SlowConfig", "StepResult",
+           "EarlyInference", "KLControl"]

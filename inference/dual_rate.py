@@ -12,6 +12,7 @@ from torch import nn
 from ltm.inference.elbo import ElboTerms, LatentELBO
 from ltm.inference.guides import LocalGuide, check_guide_fits_prior
 from ltm.inference.inner_loop import InnerLoopConfig, fit_local
+from ltm.inference.kl_control import KLControl
 from ltm.inference.schedules import warmup_cosine
 
 
@@ -38,10 +39,35 @@ class StepResult:
     inner_losses: list[float] = field(default_factory=list)
     grad_norm: float = 0.0
     lr: float = 0.0
+    kl_weight: float = 1.0
+    inner_steps: int = 0
 
     @property
     def perplexity_bound(self) -> float:
         return math.exp(self.loss)
+
+
+@dataclass
+class EarlyInference:
+    """A longer inner loop while the decoder is young (He et al. 2019's aggressive inference,
+    run as a fixed budget rather than to convergence).
+
+    Attributes:
+        steps: Inner steps per batch during the early phase (None: off).
+        until: Outer steps the early phase lasts.
+    """
+
+    steps: int | None = None
+    until: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.steps is not None and self.steps < 0) or self.until < 0:
+            raise ValueError(f"early inference needs steps >= 0 and until >= 0, got steps "
+                             f"{self.steps}, until {self.until}.")
+
+    def budget(self, step: int, default: int) -> int:
+        """Inner steps at outer step `step` (0-based)."""
+        return self.steps if self.steps is not None and step < self.until else default
 
 
 def slow_param_groups(model: nn.Module, guide: nn.Module, weight_decay: float) -> list[dict]:
@@ -62,6 +88,10 @@ class DualRateOptimizer:
 
     The slow step uses the fitted local parameters detached and a fresh noise draw (unless
     `inner.reuse_noise`, which keeps the inner loop's draw, as the published code does).
+    Under `kl_control` both the fit and the slow step minimise the controlled objective (free
+    bits, KL warm-up); the reported loss stays the true negative ELBO. With `early` (He et al.
+    2019's aggressive inference, as a budget), the first `early.until` steps fit q with
+    `early.steps` inner steps instead of K.
 
     Args:
         family: The model family: `.model(tokens)` (the Pyro model) and `.prior`.
@@ -70,13 +100,18 @@ class DualRateOptimizer:
         slow: Slow optimiser settings.
         num_particles: Noise draws averaged in the slow step's ELBO.
         validate: Run Pyro's validation checks (slower).
+        kl_control: Free bits and KL warm-up in the training objective (default: none).
+        early: A longer inner loop while the decoder is young (default: none).
     """
 
     def __init__(self, family: nn.Module, guide: LocalGuide, inner: InnerLoopConfig | None = None,
-                 slow: SlowConfig | None = None, num_particles: int = 1, validate: bool = False):
+                 slow: SlowConfig | None = None, num_particles: int = 1, validate: bool = False,
+                 kl_control: KLControl | None = None, early: EarlyInference | None = None):
         check_guide_fits_prior(guide, family.prior)
         self.family, self.guide = family, guide
         self.inner, self.slow = inner or InnerLoopConfig(), slow or SlowConfig()
+        self.kl_control = kl_control or KLControl()
+        self.early = early or EarlyInference()
         self.validate = validate
         self.inner_elbo = LatentELBO()
         self.elbo = LatentELBO(num_particles=num_particles)
@@ -87,10 +122,20 @@ class DualRateOptimizer:
             self.optimizer, lambda s: warmup_cosine(s, self.slow.warmup_steps,
                                                     self.slow.max_steps, self.slow.min_lr_ratio))
 
+    @property
+    def steps_done(self) -> int:
+        """Outer steps taken so far (restored with the scheduler's state on resume)."""
+        return self.scheduler.last_epoch
+
+    def inner_steps_now(self) -> int:
+        """The inner budget of the next outer step: the early budget while it lasts, else K."""
+        return self.early.budget(self.steps_done, self.inner.steps)
+
     def fit_local(self, tokens: torch.Tensor, steps: int | None = None) -> list[float]:
-        """Fit the guide's local tensors to `tokens` (B, T+1) with K (or `steps`) fast steps."""
-        cfg = self.inner if steps is None else replace(self.inner, steps=steps)
-        return fit_local(self.family, self.guide, tokens, cfg, self.inner_elbo, self.validate)
+        """Fit the guide's local tensors to `tokens` (B, T+1) with this step's budget (or `steps`)."""
+        cfg = replace(self.inner, steps=self.inner_steps_now() if steps is None else steps)
+        return fit_local(self.family, self.guide, tokens, cfg, self.inner_elbo, self.validate,
+                         kl_control=self.kl_control, step=self.steps_done)
 
     def terms(self, tokens: torch.Tensor) -> ElboTerms:
         """Per-sequence reconstruction and KL of the current (detached) guide, fresh noise."""
@@ -100,15 +145,17 @@ class DualRateOptimizer:
     def step(self, tokens: torch.Tensor) -> StepResult:
         """One dual-rate step on a batch of blocks `tokens` (B, T+1)."""
         self.family.train()
+        step, k = self.steps_done, self.inner_steps_now()
         inner_losses = self.fit_local(tokens)
         self.guide.detach_locals()
         terms = self.terms(tokens)
         n_tokens = tokens[:, 1:].numel()
         loss = -terms.elbo.sum() / n_tokens
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"slow step: the ELBO loss is {loss.item()}; lower the slow "
+        objective = self.kl_control.loss(terms, step) / n_tokens if self.kl_control.active else loss
+        if not torch.isfinite(objective):
+            raise FloatingPointError(f"slow step: the ELBO loss is {objective.item()}; lower the slow "
                                      f"learning rate ({self.slow.lr}) or check the prior.")
-        loss.backward()
+        objective.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = nn.utils.clip_grad_norm_(params, self.slow.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -117,4 +164,5 @@ class DualRateOptimizer:
         self.optimizer.zero_grad(set_to_none=True)
         return StepResult(loss=loss.item(), reconstruction=-terms.reconstruction.sum().item()
                           / n_tokens, kl=terms.kl.sum().item() / n_tokens,
-                          inner_losses=inner_losses, grad_norm=float(grad_norm), lr=lr)
+                          inner_losses=inner_losses, grad_norm=float(grad_norm), lr=lr,
+                          kl_weight=self.kl_control.beta(step), inner_steps=k)

@@ -9,6 +9,8 @@ from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
+from ltm.inference.kl_split import kl_per_vector
+
 
 @dataclass
 class ElboTerms:
@@ -17,10 +19,13 @@ class ElboTerms:
     Attributes:
         reconstruction: E_q[log p(x | z)] (single- or few-sample estimate).
         kl: KL(q || p): analytic where Pyro's registry has it, Monte Carlo otherwise.
+        kl_per_latent: The KL split per latent vector (B, N) where q and p factorise over the
+            vectors (`ltm.inference.kl_split`); None where they do not or there is no latent.
     """
 
     reconstruction: torch.Tensor
     kl: torch.Tensor
+    kl_per_latent: torch.Tensor | None = None
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -52,16 +57,20 @@ class LatentELBO(TraceMeanField_ELBO):
         """Per-sequence reconstruction and KL, averaged over `num_particles` draws."""
         tokens = args[0]
         zeros = torch.zeros(tokens.shape[0], device=tokens.device)  # (B,)
-        recon, kl = zeros, zeros
+        recon, kl, split = zeros, zeros, 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            r, k = self._particle_terms(model_trace, guide_trace, tokens.shape[0])
+            r, k, s = self._particle_terms(model_trace, guide_trace, tokens.shape[0])
             recon = recon + r / self.num_particles
             kl = kl + k / self.num_particles
-        return ElboTerms(recon, kl)
+            split = None if s is None or split is None else split + s / self.num_particles
+        return ElboTerms(recon, kl, split)
 
     @staticmethod
     def _particle_terms(model_trace, guide_trace, batch: int):
+        """Reconstruction (B,), KL (B,) and the KL per latent vector (B, N) (None if it does not
+        split, or if there is no latent site) of one particle."""
         recon = kl = 0.0
+        split, latents = None, 0
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
                 continue
@@ -69,10 +78,12 @@ class LatentELBO(TraceMeanField_ELBO):
                 recon = recon + _per_sequence(site["log_prob"], batch)
                 continue
             q_site = guide_trace.nodes[name]
+            latents += 1
+            split = kl_per_vector(q_site["fn"], site["fn"], site["value"])  # (B, N) or None
             try:
                 kl_site = kl_divergence(q_site["fn"], site["fn"])
                 kl_site = scale_and_mask(kl_site, scale=q_site["scale"], mask=q_site["mask"])
             except NotImplementedError:
                 kl_site = q_site["score_parts"].entropy_term - site["log_prob"]
             kl = kl + _per_sequence(kl_site, batch)
-        return recon, kl
+        return recon, kl, split if latents == 1 else None

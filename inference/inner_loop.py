@@ -10,6 +10,7 @@ import torch
 
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.guides import LocalGuide
+from ltm.inference.kl_control import KLControl
 from ltm.inference.schedules import INNER_SCHEDULES, inner_lr
 
 FAST_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -52,7 +53,8 @@ class InnerLoopConfig:
 
 def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
               elbo: LatentELBO | None = None, validate: bool = False,
-              noise: torch.Tensor | None = None) -> list[float]:
+              noise: torch.Tensor | None = None, kl_control: KLControl | None = None,
+              step: int = 0) -> list[float]:
     """Reset `guide` for this batch and fit its local tensors with `cfg.steps` fast steps.
 
     Gradients are taken with respect to the local tensors alone (`torch.autograd.grad`), so no
@@ -68,9 +70,13 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
         elbo: Loss object (default: a one-particle `LatentELBO`).
         validate: Run Pyro's argument and support checks (slower).
         noise: With `cfg.reuse_noise`, the single draw (B, N, D) to reuse (default: fresh).
+        kl_control: Training-time free bits / KL warm-up (`KLControl`); None (and always at
+            evaluation) fits the true ELBO.
+        step: The outer step, for the KL warm-up's beta.
 
     Returns:
-        The ELBO loss (summed over the batch, nats) before each step.
+        The loss (summed over the batch, nats) before each step: the negative ELBO, or the
+        controlled objective under `kl_control`.
 
     Raises:
         FloatingPointError: if a loss is not finite, naming the step.
@@ -90,7 +96,10 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
         for k in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
-            loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
+            if kl_control is not None and kl_control.active:
+                loss = kl_control.loss(elbo.terms(family.model, guide, tokens), step)
+            else:
+                loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
             value = loss.item()  # the one host sync of the step
             if not math.isfinite(value):
                 raise FloatingPointError(

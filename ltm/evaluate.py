@@ -9,7 +9,9 @@ For each K (see `ltm.inference.bounds`): the fresh-noise ELBO bound (reconstruct
 the importance-weighted bound with S samples; prefix-predictive NLL (q fitted on the first P
 tokens of each block, the rest scored: comparable with an autoregressive model's perplexity); and
 the published protocol (same noise for fit and score; optimistic, not a bound), labelled as such.
-Families whose NLL is exact get it under every heading (`ltm.eval.held_out`). Zero-shot sets
+Each K also reports the posterior diagnostics (KL per latent vector, active units, mutual
+information; `ltm.inference.diagnostics`), and `--long-fit N` the gap of each K to an N-step fit.
+Families whose NLL is exact get one heading, their exact NLL, computed once (`ltm.eval.exact`). Zero-shot sets
 (`--wikitext2`, `--ptb`, `--lambada`, `--blimp`) are scored by `ltm.eval.zero_shot`.
 """
 
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> dict:
         report.update(score_held_out(
             model, guide, blocks.fixed_batches(batch_size, args.batches), budgets, config.inner_config(),
             data=args.data or f"{config.dataset} ({args.split})", num_samples=args.iwae_samples,
-            prefix_len=prefix, num_draws=args.elbo_draws, seed=args.seed, plot=args.plot))
+            prefix_len=prefix, num_draws=args.elbo_draws, seed=args.seed, plot=args.plot,
+            long_fit=args.long_fit))
     if sets:
         report["zero_shot"] = run_sets(model, guide, tokenizer, sets, budgets, config.inner_config(),
                                        config.block_size, num_samples=args.iwae_samples,

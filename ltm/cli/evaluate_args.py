@@ -27,6 +27,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                    "averaged over (default: 1, as in training's validation)")
     p.add_argument("--prefix-len", type=int, default=None, help="P, tokens of each block q(z) is fitted "
                    "on for prefix-predictive perplexity (default: half the block)")
+    p.add_argument("--long-fit", type=int, default=None, help="also fit q with this many inner steps "
+                   "(e.g. 200) and report each K's gap to it: how far the K-step fit stops from its "
+                   "own best (default: off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default: 0)")
     p.add_argument("--out", default=None, help="also write the results as JSON to this file")
     p.add_argument("--plot", default=None, help="also write a PNG of each bound against K to this file")
@@ -64,6 +67,8 @@ def check_args(args: argparse.Namespace, block_size: int) -> int:
         raise ValueError(f"--iwae-samples S must be >= 1, got {args.iwae_samples}.")
     if args.elbo_draws < 1:
         raise ValueError(f"--elbo-draws must be >= 1, got {args.elbo_draws}.")
+    if args.long_fit is not None and args.long_fit < 1:
+        raise ValueError(f"--long-fit must be >= 1 inner steps, got {args.long_fit}.")
     if args.batches < 0:
         raise ValueError(f"--batches must be >= 0, got {args.batches}.")
     prefix = default_prefix_len(block_size + 1) if args.prefix_len is None else args.prefix_len

@@ -12,6 +12,7 @@ from ltm.inference.bounds import (
     prefix_predictive_perplexity,
     published_protocol,
 )
+from ltm.inference.diagnostics import posterior_diagnostics
 from ltm.inference.inner_loop import InnerLoopConfig
 
 # (curve key, per-token number in its dict, legend)
@@ -25,7 +26,7 @@ CURVE_LINES = (
 
 def bounds_vs_inner_steps(model, guide, batches, budgets=(0, 1, 4, 16), num_samples: int = 8,
                           inner: InnerLoopConfig | None = None, prefix_len: int | None = None,
-                          num_draws: int = 1, seed: int = 0) -> list[dict]:
+                          num_draws: int = 1, seed: int = 0, diagnostics: bool = False) -> list[dict]:
     """Every bound at each inner-step budget K.
 
     Args:
@@ -33,6 +34,9 @@ def bounds_vs_inner_steps(model, guide, batches, budgets=(0, 1, 4, 16), num_samp
         budgets: Inner-step budgets K; `inner` (default `InnerLoopConfig()`) with steps=K.
         num_samples: S for the importance-weighted bound and the prefix-predictive NLL.
         prefix_len: Prefix P for the prefix-predictive NLL (default: half the block length).
+        diagnostics: Also give each K's posterior diagnostics (`ltm.inference.diagnostics`: KL per
+            latent vector, active units, mutual information) under "diagnostics" (None for a
+            family without a stochastic latent).
 
     Returns:
         One JSON-ready dict per K: {"inner_steps": K, "fresh_noise_elbo": {...},
@@ -54,6 +58,9 @@ def bounds_vs_inner_steps(model, guide, batches, budgets=(0, 1, 4, 16), num_samp
                                                               num_samples, seed).to_dict(),
             "published_protocol": published_protocol(model, guide, batches, cfg, seed).to_dict(),
         })
+        if diagnostics:
+            found = posterior_diagnostics(model, guide, batches, cfg, seed)
+            curve[-1]["diagnostics"] = None if found is None else found.to_dict()
     return curve
 
 

@@ -27,7 +27,7 @@ import yaml
 from ltm.core.errors import ConfigError
 from ltm.data import DataConfig
 from ltm.families import FAMILIES, resolve_family
-from ltm.inference import InnerLoopConfig, SlowConfig
+from ltm.inference import EarlyInference, InnerLoopConfig, KLControl, SlowConfig
 from ltm.models import DecoderConfig, Family
 from ltm.training.values import coerce_fields, unknown_key
 
@@ -89,6 +89,16 @@ class TrainConfig:
         False, "accumulate decoder grads over the inner trajectory (published code)", "inner loop")
     eval_inner_steps: int | None = _f(None, "inner steps K at validation (none: --inner-steps)",
                                       "inner loop")
+    # against posterior collapse (training objective only; every reported bound is the true ELBO)
+    free_bits: float = _f(0.0, "KL floor in nats per latent vector, batch-averaged, in the training "
+                          "objective (Kingma et al. 2016; 0: off)", "posterior collapse")
+    kl_warmup_steps: int = _f(0, "KL weight rises linearly from 0 to 1 over N outer steps (0: off)",
+                              "posterior collapse")
+    early_inner_steps: int | None = _f(None, "inner steps K during the first "
+                                       "--early-inference-steps outer steps (He et al. 2019's "
+                                       "aggressive inference as a budget; none: off)",
+                                       "posterior collapse")
+    early_inference_steps: int = _f(0, "outer steps that use --early-inner-steps", "posterior collapse")
     # data
     dataset: str = _f("embedded", "'embedded' (stdlib docstrings), a local text file/dir or a hub name",
                       "data")
@@ -139,12 +149,23 @@ class TrainConfig:
             (min(self.eval_every, self.save_every, self.keep_last, self.warmup_steps, self.threads) >= 0,
              "eval_every, save_every, keep_last, warmup_steps and threads must be >= 0"),
             (not (self.resume and self.init_from), "give either resume or init_from, not both"),
+            (self.free_bits >= 0 and self.kl_warmup_steps >= 0 and self.early_inference_steps >= 0
+             and (self.early_inner_steps or 0) >= 0,
+             "free_bits, kl_warmup_steps, early_inner_steps and early_inference_steps must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{message}.")
         self.sections = family_sections(self.model, self.sections)
         self.family.refuse_prior(self.prior, self.prior_kwargs)
+        remedies = [name for name, on in (("free_bits", self.free_bits > 0),
+                                          ("kl_warmup_steps", self.kl_warmup_steps > 0),
+                                          ("early_inner_steps", self.early_inner_steps is not None))
+                    if on]
+        if remedies and self.family.exact_nll:
+            raise ConfigError(f"{', '.join(remedies)} act on the KL of a stochastic latent, and "
+                              f"family {self.family.name} has none (its NLL is exact); drop them or "
+                              f"train a family with a latent such as ltm.")
 
     # -- the family and its options ---------------------------------------------------------------
 
@@ -177,6 +198,14 @@ class TrainConfig:
                                optimizer=self.fast_optimizer, schedule=self.fast_schedule,
                                reuse_noise=self.reuse_noise,
                                accumulate_decoder_grads=self.accumulate_decoder_grads)
+
+    def kl_control(self) -> KLControl:
+        """Free bits and KL warm-up of the training objective."""
+        return KLControl(free_bits=self.free_bits, warmup_steps=self.kl_warmup_steps)
+
+    def early_inference(self) -> EarlyInference:
+        """The longer inner loop of the first outer steps."""
+        return EarlyInference(steps=self.early_inner_steps, until=self.early_inference_steps)
 
     def slow_config(self) -> SlowConfig:
         return SlowConfig(lr=self.lr, weight_decay=self.weight_decay, betas=(self.beta1, self.beta2),

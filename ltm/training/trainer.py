@@ -23,6 +23,7 @@ from ltm.data import BatchIterator, prepare_data
 from ltm.inference import DualRateOptimizer
 from ltm.inference.bound_results import ELBO_LABEL, ElboBound
 from ltm.inference.bounds import fresh_noise_elbo
+from ltm.inference.diagnostics import posterior_diagnostics
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.checkpoint import (
     LATEST_FILE,
@@ -91,7 +92,8 @@ class Trainer:
         self.model = build_model(cfg, self.data.vocab_size).to(self.device)
         self.guide = build_run_guide(cfg).to(self.device)
         self.opt = DualRateOptimizer(self.model, self.guide, cfg.inner_config(), cfg.slow_config(),
-                                     num_particles=cfg.num_particles)
+                                     num_particles=cfg.num_particles, kl_control=cfg.kl_control(),
+                                     early=cfg.early_inference())
         self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)
         self.val_batches = (self.data.val.fixed_batches(cfg.batch_size, cfg.eval_batches)
                             if len(self.data.val) else [])  # none with val_fraction=0
@@ -153,7 +155,9 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
 
     def validate(self) -> ElboBound | None:
-        """Fresh-noise ELBO bound on the fixed validation batches, with the eval budget K."""
+        """Held-out numbers on the fixed validation batches: the exact NLL for a deterministic
+        family; else the fresh-noise ELBO bound with the eval budget K, and the posterior
+        diagnostics (KL per latent vector, active units, mutual information)."""
         cfg = self.cfg
         if not self.val_batches:
             return None
@@ -161,10 +165,21 @@ class Trainer:
         bound = fresh_noise_elbo(self.model, self.guide, self.val_batches, cfg.inner_config(k),
                                  seed=cfg.seed + self.step)
         record = {key: v for key, v in bound.to_dict().items() if key != "label"}
-        self.metrics.write({"step": self.step, "split": "val", **record})
+        if self.model.exact_nll:
+            self.metrics.write({"step": self.step, "split": "val", **record})
+            self.log(f"step {self.step:>6} | val {bound.neg_elbo:.4f} nats/token, perplexity "
+                     f"{bound.perplexity_bound:.2f} (exact NLL)")
+            return bound
+        diagnostics = posterior_diagnostics(self.model, self.guide, self.val_batches,
+                                            cfg.inner_config(k), seed=cfg.seed + self.step)
+        extra = {} if diagnostics is None else {
+            key: getattr(diagnostics, key) for key in ("kl_per_latent", "active_units", "mutual_info")}
+        self.metrics.write({"step": self.step, "split": "val", **record, **extra})
         self.log(f"step {self.step:>6} | val {bound.reconstruction:.4f} recon + {bound.kl:.4f} KL = "
                  f"{bound.neg_elbo:.4f} nats/token, perplexity <= {bound.perplexity_bound:.2f} (K={k}, "
                  f"fresh-noise ELBO bound)")
+        if diagnostics is not None:
+            self.log(f"             {diagnostics.summary()}")
         return bound
 
     def save(self) -> Path:
@@ -175,6 +190,19 @@ class Trainer:
                  "eos_id": self.data.eos_id, "pad_id": self.data.pad_id}
         return save_checkpoint(self.out_dir, self.step, self.model, self.cfg, self.data.tokenizer, state,
                                guide=self.guide, keep_last=self.cfg.keep_last, extra=extra)
+
+    def _latent_record(self, result) -> dict:
+        """The inner budget and KL weight of a step, for families with a stochastic latent."""
+        if self.model.exact_nll:
+            return {}
+        return {"inner_steps": result.inner_steps, "kl_weight": result.kl_weight}
+
+    def _postfix(self, result) -> dict:
+        """The progress bar's loss fields: NLL and perplexity, or the ELBO's terms and its bound."""
+        if self.model.exact_nll:
+            return {"nll": f"{result.loss:.3f}", "ppl": f"{result.perplexity_bound:.1f}"}
+        return {"loss": f"{result.loss:.3f}", "recon": f"{result.reconstruction:.3f}",
+                "kl": f"{result.kl:.3f}", "ppl_bound": f"{result.perplexity_bound:.1f}"}
 
     def _due(self, every: int) -> bool:
         return self.step == self.cfg.max_steps or (every > 0 and self.step % every == 0)
@@ -193,7 +221,8 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocab {self.data.vocab_size}, "
                  f"{len(self.data.train)} train / {len(self.data.val)} val blocks of {cfg.block_size} "
-                 f"tokens, K={cfg.inner_steps}; writing {self.out_dir}")
+                 f"tokens{'' if self.model.exact_nll else f', K={cfg.inner_steps}'}; writing "
+                 f"{self.out_dir}")
         tokens_per_step = cfg.batch_size * cfg.block_size
         bound, started = None, time.perf_counter()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
@@ -207,11 +236,10 @@ class Trainer:
             self.metrics.write({"step": self.step, "split": "train", "loss": result.loss,
                                 "reconstruction": result.reconstruction, "kl": result.kl,
                                 "perplexity_bound": result.perplexity_bound, "lr": result.lr,
-                                "grad_norm": result.grad_norm, "tokens_per_s": tok_s, **family})
-            bar.set_postfix(loss=f"{result.loss:.3f}", recon=f"{result.reconstruction:.3f}",
-                            kl=f"{result.kl:.3f}", ppl_bound=f"{result.perplexity_bound:.1f}",
-                            tok_s=f"{tok_s:.0f}", **{k: f"{v:.2f}" for k, v in family.items()},
-                            refresh=False)
+                                "grad_norm": result.grad_norm, "tokens_per_s": tok_s, **family,
+                                **self._latent_record(result)})
+            bar.set_postfix(**self._postfix(result), tok_s=f"{tok_s:.0f}",
+                            **{k: f"{v:.2f}" for k, v in family.items()}, refresh=False)
             bar.update()
             if self._due(cfg.eval_every):
                 bound = self.validate()
@@ -219,7 +247,8 @@ class Trainer:
                 path = self.save()
                 self.log(f"step {self.step:>6} | saved {path}")
         bar.close()
-        label = f" Validation numbers are the {ELBO_LABEL}." if bound is not None else ""
+        protocol = "exact NLL" if self.model.exact_nll else ELBO_LABEL
+        label = f" Validation numbers are the {protocol}." if bound is not None else ""
         self.log(f"done: step {self.step} in {time.perf_counter() - started:.1f} s; checkpoints in "
                  f"{self.out_dir}.{label}")
         return bound

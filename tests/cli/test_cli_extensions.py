@@ -105,6 +105,9 @@ def _run_everything(flags: list[str], tmp_path, tmp_path_factory, capsys) -> dic
     assert evaluate_main(["--checkpoint", str(split), "--inner-steps", "0,2", "--batches", "1",
                           "--iwae-samples", "2", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
+    if report["exact"]:  # one heading: the exact NLL, no budget K
+        assert report["results"] == [] and math.isfinite(report["exact_nll"]["nll"])
+        return report | {"run": split}
     assert [r["inner_steps"] for r in report["results"]] == [0, 2]
     for r in report["results"]:
         assert all(math.isfinite(v) for k in ("fresh_noise_elbo", "importance_weighted", "prefix_predictive")
@@ -129,10 +132,7 @@ def test_a_family_defined_outside_ltm_end_to_end(tmp_path, tmp_path_factory, cap
     report = _run_everything(flags, tmp_path, tmp_path_factory, capsys)
     model, _, config = load_checkpoint(report["run"])
     assert isinstance(model, ToyFamily) and config.options == ToyOptions(init_temperature=2.0)
-    assert report["exact"] is True  # its NLL is exact: every protocol gives the same number
-    for r in report["results"]:
-        exact = r["fresh_noise_elbo"]["neg_elbo"]
-        assert r["importance_weighted"]["nll_bound"] == pytest.approx(exact, rel=1e-5)
+    assert report["exact"] is True  # its NLL is exact: one heading
     records = [json.loads(line) for line in (report["run"] / "metrics.jsonl").read_text().splitlines()]
     temperatures = [r["temperature"] for r in records if r["split"] == "train"]
     assert len(temperatures) == 4 and temperatures[0] != pytest.approx(2.0, abs=1e-6)  # logged, and learned

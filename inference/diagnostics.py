@@ -1,0 +1,115 @@
+"""Is the latent used? KL per latent vector, active units and mutual information on held-out text.
+
+All three come from q(z | x) fitted with K inner steps on each held-out block (`fit_posterior`):
+
+- **KL per latent vector**: KL(q(z_i | x) || p(z_i)) averaged over sequences, in nats per sequence
+  (`ltm.inference.kl_split`; absent for priors that couple the vectors).
+- **Active units** (Burda et al. 2016): coordinates of z whose posterior mean moves with the data,
+  Cov_x(E_q[z | x]) > threshold (0.01).
+- **Mutual information** I(x; z) under the aggregate posterior q(z) = mean_x q(z | x) (Hoffman &
+  Johnson 2016, estimated as in He et al. 2019): mean_i [log q(z_i | x_i) - log q(z_i)], z_i ~
+  q(z | x_i), with log q(z_i) = logsumexp_j log q(z_i | x_j) - log M over the M held-out
+  sequences. The estimate is at most log M nats.
+
+A model whose q stays at the prior has zero KL, no active unit and zero mutual information.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ltm.inference.inner_loop import InnerLoopConfig
+from ltm.inference.kl_split import kl_per_vector
+from ltm.inference.posterior_fit import evaluation_mode, fit_posterior
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+@dataclass
+class PosteriorDiagnostics:
+    """What the fitted posteriors say about latent use (nats per sequence where a unit applies).
+
+    Attributes:
+        inner_steps: K used to fit q.
+        kl_per_latent: Mean KL of each latent vector (N values), or None where it does not split.
+        active_units: Coordinates whose posterior mean varies across sequences above `threshold`.
+        units: All coordinates N * D.
+        mutual_info: Estimated I(x; z) in nats (at most log `sequences`).
+        sequences: Held-out sequences M.
+        threshold: The active-unit variance threshold.
+    """
+
+    inner_steps: int
+    kl_per_latent: list[float] | None
+    active_units: int
+    units: int
+    mutual_info: float
+    sequences: int
+    threshold: float = ACTIVE_UNIT_THRESHOLD
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line: KL per latent, active units, mutual information."""
+        kl = ("n/a" if self.kl_per_latent is None
+              else "[" + ", ".join(f"{v:.3f}" for v in self.kl_per_latent) + "]")
+        return (f"KL per latent vector {kl} nats/seq, active units {self.active_units}/{self.units}, "
+                f"mutual information {self.mutual_info:.3f} nats (K={self.inner_steps}, "
+                f"{self.sequences} sequences)")
+
+
+def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Coordinates whose mean over sequences varies: means (M, ...) -> count of Var_M > threshold."""
+    if means.shape[0] < 2:
+        return 0
+    return int((means.flatten(1).var(0) > threshold).sum())
+
+
+def mutual_information(posteriors: list, draws: torch.Tensor) -> float:
+    """He et al. (2019)'s estimate of I(x; z) from M posteriors and one draw from each.
+
+    Args:
+        posteriors: Distributions q(z | x_j), each with batch shape (B_j,), sum B_j = M.
+        draws: z_i ~ q(z | x_i), (M, N, D) in the same order.
+    """
+    log_q = torch.cat([q.log_prob(draws[:, None]) for q in posteriors], dim=1)  # (M, M): [i, j]
+    own = log_q.diagonal()  # (M,) log q(z_i | x_i)
+    aggregate = log_q.logsumexp(1) - math.log(draws.shape[0])  # (M,) log q(z_i)
+    return float((own - aggregate).mean())
+
+
+def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: int = 0,
+                          threshold: float = ACTIVE_UNIT_THRESHOLD) -> PosteriorDiagnostics | None:
+    """Fit q on each held-out block (B, T+1) with `inner`, then KL per latent, active units and MI.
+
+    Returns:
+        The diagnostics, or None for a family without a stochastic latent (exact NLL) or a guide
+        without a density (`distribution()` not implemented, e.g. the empty guide).
+    """
+    if family.exact_nll:
+        return None
+    batches = [tokens] if isinstance(tokens, torch.Tensor) else list(tokens)
+    posteriors, means, draws, kls = [], [], [], []
+    with evaluation_mode(family, seed) as device, torch.no_grad():
+        for batch in batches:
+            batch = batch.to(device)
+            fit_posterior(family, guide, batch, inner)
+            try:
+                q = guide.distribution()  # batch (B,), event (N, D)
+            except NotImplementedError:
+                return None
+            z = q.sample()  # (B, N, D)
+            prior = family.prior().expand((batch.shape[0],))
+            kls.append(kl_per_vector(q, prior, z))  # (B, N) or None
+            posteriors.append(q)
+            means.append(q.mean)  # (B, N, D)
+            draws.append(z)
+    means, draws = torch.cat(means), torch.cat(draws)  # (M, N, D) each
+    per_latent = None if any(k is None for k in kls) else torch.cat(kls).mean(0).tolist()
+    return PosteriorDiagnostics(inner.steps, per_latent, active_units(means, threshold),
+                                means[0].numel(), mutual_information(posteriors, draws),
+                                means.shape[0], threshold)

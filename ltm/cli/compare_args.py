@@ -1,0 +1,21 @@
+"""The flags of `python -m ltm.compare`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The comparison CLI's parser: a config file, and where to run."""
+    p = argparse.ArgumentParser(prog="python -m ltm.compare", description=description)
+    p.add_argument("--config", required=True, help="comparison YAML: name, out_dir, common:, eval:, runs: "
+                   "(see configs/compare/embedded.yaml)")
+    p.add_argument("--out-dir", default=None, help="write the comparison here instead of its out_dir "
+                   "(default: the file's out_dir, else runs/compare/NAME)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0: one per core (default: 1)")
+    return p
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as a user would type it again."""
+    return " ".join(["python -m ltm.compare", *argv])

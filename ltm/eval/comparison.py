@@ -1,0 +1,218 @@
+"""A comparison: several runs on one dataset, one tokenizer and one token budget, scored alike.
+
+    name: embedded
+    out_dir: runs/compare/embedded       # default runs/compare/NAME; one folder per run inside
+    common: {dataset: embedded, vocab_size: 512, block_size: 64, batch_size: 16, max_steps: 150}
+    eval: {inner_steps: [0, 4, 16, 64], batches: 4, iwae_samples: 8, protocol_steps: 16, seed: 0}
+    runs:
+      - {name: vanilla, model: vanilla}
+      - {name: ltm, model: ltm, inner_steps: 4, ltm: {n_latent: 4}}
+
+`common:` and each run hold `TrainConfig` values (family sections nested); a run's values override
+the common ones, except the keys every run must share (`SHARED_KEYS`). `load_comparison` builds and
+checks every run's `TrainConfig` before anything is trained; a mistake is one sentence naming the
+run and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ltm.core.errors import ConfigError
+from ltm.training.config import TrainConfig, coerce_values, merge_values
+
+# One dataset, one tokenizer, one token budget: no run may set these on its own.
+SHARED_KEYS = ("dataset", "tokenizer", "vocab_size", "block_size", "batch_size", "max_steps",
+               "data_seed", "val_fraction", "max_documents", "text_field")
+OWNED_KEYS = ("out_dir", "resume", "overwrite", "init_from")  # the comparison sets these itself
+TOP_KEYS = ("name", "out_dir", "common", "eval", "runs")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class EvalSettings:
+    """How every finished run is scored on the held-out split.
+
+    Attributes:
+        inner_steps: Budgets K of the fresh-noise ELBO curve (stochastic families).
+        batches: Held-out batches scored (the first ones of the validation split, fixed).
+        batch_size: Sequences per batch (none: the runs' batch_size).
+        iwae_samples: S of the importance-weighted bound and the prefix-predictive mixture.
+        protocol_steps: K at which the importance-weighted and prefix-predictive numbers are taken.
+        prefix_len: P of prefix-predictive scoring (none: half the block).
+        long_fit: Inner steps of a long fit whose fresh-noise bound each K is compared with (the
+            gap shows how far the K-step fit stops from its own best; none: off).
+        seed: Seed of every noise draw.
+    """
+
+    inner_steps: list = field(default_factory=lambda: [0, 4, 16, 64])
+    batches: int = 4
+    batch_size: int | None = None
+    iwae_samples: int = 8
+    protocol_steps: int = 16
+    prefix_len: int | None = None
+    long_fit: int | None = None
+    seed: int = 0
+
+    def check(self, source: str) -> None:
+        ks = self.inner_steps
+        checks = [
+            (isinstance(ks, list) and ks and all(isinstance(k, int) and k >= 0 for k in ks),
+             f"inner_steps must be a non-empty list of budgets K >= 0, got {ks!r}"),
+            (self.batches >= 1, f"batches must be >= 1, got {self.batches}"),
+            (self.batch_size is None or self.batch_size >= 1,
+             f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.iwae_samples >= 1, f"iwae_samples must be >= 1, got {self.iwae_samples}"),
+            (self.protocol_steps >= 0, f"protocol_steps must be >= 0, got {self.protocol_steps}"),
+            (self.long_fit is None or self.long_fit >= 1, f"long_fit must be >= 1, got {self.long_fit}"),
+            (self.prefix_len is None or self.prefix_len >= 1,
+             f"prefix_len must be >= 1, got {self.prefix_len}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"eval: {message} (in {source}).")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunSpec:
+    """One run of a comparison: its name, the values it overrides, and its whole `TrainConfig`."""
+
+    name: str
+    overrides: dict
+    config: TrainConfig
+
+
+@dataclass
+class Comparison:
+    """A checked comparison: every run's `TrainConfig` built, each run in `out_dir / name`."""
+
+    name: str
+    source: str
+    out_dir: Path
+    common: dict
+    eval: EvalSettings
+    runs: list[RunSpec]
+
+    def run_dir(self, run: RunSpec) -> Path:
+        return self.out_dir / run.name
+
+
+def _mapping(value, what: str, source: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} in {source} must be a mapping, got {value!r}.")
+    return value
+
+
+def _unknown(key: str, known, where: str) -> ConfigError:
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; the keys are {', '.join(known)}"
+    return ConfigError(f"unknown key '{key}' {where}{hint}.")
+
+
+def _refuse_owned(values: dict, where: str) -> None:
+    owned = [k for k in values if str(k).replace("-", "_") in OWNED_KEYS]
+    if owned:
+        raise ConfigError(f"{where} sets {owned[0]}, which the comparison sets itself (each run trains "
+                          f"in out_dir/RUN_NAME and resumes automatically); remove it.")
+
+
+def _eval_settings(values: dict, source: str) -> EvalSettings:
+    names = [f.name for f in dataclasses.fields(EvalSettings)]
+    for key in values:
+        if key not in names:
+            raise _unknown(key, names, f"in eval: of {source}")
+    try:
+        settings = EvalSettings(**values)
+    except TypeError as err:
+        raise ConfigError(f"eval: in {source}: {err}.") from None
+    for name in ("batches", "iwae_samples", "protocol_steps", "seed"):
+        if not isinstance(getattr(settings, name), int):
+            raise ConfigError(f"eval: {name} must be an integer (in {source}), got "
+                              f"{getattr(settings, name)!r}.")
+    settings.check(source)
+    return settings
+
+
+def _run_spec(entry, index: int, common: dict, out_dir: Path, source: str) -> RunSpec:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise ConfigError(f"run {index + 1} in {source} must be a mapping with a name, e.g. "
+                          f"'- {{name: vanilla, model: vanilla}}'; got {entry!r}.")
+    name, overrides = entry["name"], {k: v for k, v in entry.items() if k != "name"}
+    if not _RUN_NAME.match(name):
+        raise ConfigError(f"run name '{name}' in {source} must be a folder name (letters, digits, "
+                          f"'_', '.', '-').")
+    where = f"run '{name}' of {source}"
+    shared = [k for k in overrides if str(k).replace("-", "_") in SHARED_KEYS]
+    if shared:
+        key = shared[0]
+        raise ConfigError(f"runs in one comparison must share {', '.join(SHARED_KEYS)} (one dataset, one "
+                          f"tokenizer, one token budget); run '{name}' sets {key} to {overrides[key]!r} "
+                          f"in {source}: set it under common: for every run, or compare in another file.")
+    _refuse_owned(overrides, where)
+    try:
+        values = merge_values(common, coerce_values(overrides, where))
+        values.update(out_dir=str(out_dir / name), resume="auto")
+        config = TrainConfig.from_dict(values, where)
+    except (ConfigError, ValueError) as err:
+        message = str(err).strip().splitlines()[0]
+        raise ConfigError(message if f"run '{name}'" in message else f"{where}: {message}") from None
+    return RunSpec(name, overrides, config)
+
+
+def parse_comparison(data, source: str, out_dir: str | Path | None = None) -> Comparison:
+    """Check a comparison's mapping (as read from `source`) and build every run's `TrainConfig`;
+    `out_dir`, when given, replaces the mapping's."""
+    data = _mapping(data, "a comparison", source)
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _unknown(key, TOP_KEYS, f"in {source}")
+    name = str(data.get("name") or Path(source).stem)
+    out_dir = Path(out_dir or data.get("out_dir") or Path("runs") / "compare" / name)
+    common_raw = _mapping(data.get("common"), "common:", source)
+    _refuse_owned(common_raw, f"common: of {source}")
+    common = coerce_values(common_raw, f"common: of {source}")
+    settings = _eval_settings(_mapping(data.get("eval"), "eval:", source), source)
+    entries = data.get("runs")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{source} names no runs: give runs: as a non-empty list, e.g. "
+                          f"'- {{name: vanilla, model: vanilla}}'.")
+    runs, seen = [], set()
+    for i, entry in enumerate(entries):
+        run = _run_spec(entry, i, common, out_dir, source)
+        if run.name in seen:
+            raise ConfigError(f"run name '{run.name}' appears twice in {source}; each run needs its own "
+                              f"name (it is its folder in {out_dir}).")
+        seen.add(run.name)
+        runs.append(run)
+    first = runs[0].config
+    if first.val_fraction <= 0:
+        raise ConfigError(f"common: val_fraction in {source} must be > 0: the runs are scored on the "
+                          f"held-out split.")
+    if settings.prefix_len is not None and settings.prefix_len > first.block_size:
+        raise ConfigError(f"eval: prefix_len {settings.prefix_len} in {source} leaves no continuation "
+                          f"to score in blocks of block_size {first.block_size} + 1 tokens.")
+    return Comparison(name, source, out_dir, common, settings, runs)
+
+
+def load_comparison(path: str | Path, out_dir: str | Path | None = None) -> Comparison:
+    """Read and check a comparison YAML (or JSON) file (see the module docstring); `out_dir`, when
+    given, replaces the file's."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"comparison config {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot parse comparison config {path}: {str(err).splitlines()[0]}.") from None
+    return parse_comparison(data, str(path), out_dir)

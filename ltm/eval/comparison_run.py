@@ -1,0 +1,169 @@
+"""Run a comparison: check everything, then train and score each run in turn, resumable at any point.
+
+Before any training: every run's config is built (`ltm.eval.comparison`), the data is prepared
+once, every model is built once to count its parameters and the FLOPs of one training step
+(`ltm.eval.flops`), and a run folder that already holds checkpoints must have been trained with the
+same config. Then, run by run: train (`Trainer`, resume="auto", so an interrupted run continues
+exactly), score (`ltm.eval.run_eval.evaluate_run`, saved as RUN/eval.json), rewrite results.md and
+the plots. A run whose final checkpoint and eval.json exist is skipped.
+
+Files in out_dir/RUN besides the trainer's: `cost.json` (parameters, FLOPs per step, the training
+segments and their wall times) and `eval.json`; in out_dir, `sessions.json`: each invocation's
+command, start and wall time, so the total survives interruptions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from pathlib import Path
+
+from ltm.core.errors import ConfigError
+from ltm.data import prepare_data
+from ltm.eval.comparison import Comparison, RunSpec
+from ltm.eval.comparison_report import write_report
+from ltm.eval.flops import step_cost
+from ltm.eval.run_eval import evaluate_run
+from ltm.training.checkpoint import latest_checkpoint, read_config, read_manifest
+from ltm.training.trainer import Trainer
+
+COST_FILE, EVAL_FILE, SESSIONS_FILE = "cost.json", "eval.json", "sessions.json"
+# Settings that change how a run is executed or where it lives, not what it computes.
+_MECHANICS = ("out_dir", "resume", "init_from", "overwrite", "progress", "threads", "device",
+              "cache_dir")
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: a comparison killed mid-write keeps the previous file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def finished_step(run_dir: Path) -> int:
+    """The step of the run's latest complete checkpoint (0 when there is none)."""
+    latest = latest_checkpoint(run_dir)
+    return int(read_manifest(latest)["step"]) if latest is not None else 0
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and not prefix and key not in ("prior_kwargs", "guide_kwargs"):
+            out.update(_flatten(value, f"{key}."))
+        elif prefix or key not in _MECHANICS:
+            out[prefix + key] = value
+    return out
+
+
+def check_existing_run(comp: Comparison, run: RunSpec) -> None:
+    """Refuse a run folder whose checkpoints were trained with another config."""
+    latest = latest_checkpoint(comp.run_dir(run))
+    if latest is None:
+        return
+    saved, wanted = _flatten(read_config(latest).to_dict()), _flatten(run.config.to_dict())
+    for key in wanted:
+        if saved.get(key) != wanted[key]:
+            raise ConfigError(f"run '{run.name}': {comp.run_dir(run)} holds a run trained with {key} "
+                              f"{saved.get(key)!r}, but {comp.source} now gives {wanted[key]!r}; "
+                              f"restore the value, or delete that folder to train the run again.")
+
+
+def prepare(comp: Comparison, log=print) -> dict:
+    """Everything checked before training: the data once, each run's cost, existing run folders.
+
+    Returns:
+        {run name: cost dict} (as saved in RUN/cost.json).
+    """
+    cfg = comp.runs[0].config
+    try:
+        data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
+    except (FileNotFoundError, ValueError) as err:
+        message = str(err).strip().splitlines()[0]
+        raise type(err)(f"common: dataset {cfg.dataset!r} of {comp.source} cannot be used: "
+                        f"{message}") from None
+    log(f"data: {len(data.train)} train / {len(data.val)} val blocks of {cfg.block_size} tokens, "
+        f"vocabulary {data.vocab_size}")
+    batch = data.train.fixed_batches(cfg.batch_size, 1)[0]  # (B, T+1)
+    costs = {}
+    for run in comp.runs:
+        check_existing_run(comp, run)
+        cost = read_json(comp.run_dir(run) / COST_FILE) or {}
+        if "flops_per_step" not in cost:
+            try:
+                cost.update(step_cost(run.config, data.vocab_size, batch))
+            except (ConfigError, ValueError, TypeError) as err:
+                raise ConfigError(f"run '{run.name}' of {comp.source}: {str(err).splitlines()[0]}") from None
+            cost.setdefault("train_segments", [])
+        tokens_per_step = cfg.batch_size * cfg.block_size
+        cost.update(model=run.config.model, max_steps=cfg.max_steps, tokens_per_step=tokens_per_step,
+                    training_tokens=tokens_per_step * cfg.max_steps,
+                    training_flops=cost["flops_per_step"] * cfg.max_steps)
+        costs[run.name] = cost
+    return costs
+
+
+def train_run(comp: Comparison, run: RunSpec, cost: dict, log=print) -> None:
+    """Train to max_steps (resuming), adding this segment's wall time to RUN/cost.json."""
+    run_dir, trainer, started = comp.run_dir(run), None, time.perf_counter()
+    from_step = finished_step(run_dir)
+    try:
+        trainer = Trainer(run.config, log=log)
+        trainer.train()
+    finally:
+        to_step = trainer.step if trainer is not None else from_step
+        if to_step > from_step:
+            cost["train_segments"].append({"from_step": from_step, "to_step": to_step,
+                                           "seconds": round(time.perf_counter() - started, 3)})
+            write_json(run_dir / COST_FILE, cost)
+
+
+def _record_session(comp: Comparison, command: str, started: float, date: str) -> list[dict]:
+    """This invocation's wall time so far, added to out_dir/sessions.json; returns every session."""
+    path = comp.out_dir / SESSIONS_FILE
+    sessions = [s for s in (read_json(path) or {}).get("sessions", []) if s.get("date") != date]
+    sessions.append({"date": date, "command": command,
+                     "seconds": round(time.perf_counter() - started, 3)})
+    write_json(path, {"sessions": sessions})
+    return sessions
+
+
+def run_comparison(comp: Comparison, command: str, log=print) -> Path:
+    """Train and score every run of `comp` (skipping finished ones); returns results.md's path."""
+    started = time.perf_counter()
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    costs = prepare(comp, log)
+    for run in comp.runs:
+        if read_json(comp.run_dir(run) / COST_FILE) != costs[run.name]:
+            write_json(comp.run_dir(run) / COST_FILE, costs[run.name])
+    total = len(comp.runs)
+    for i, run in enumerate(comp.runs, 1):
+        run_dir, cost, tag = comp.run_dir(run), costs[run.name], f"[{i}/{total}] {run.name}"
+        max_steps = run.config.max_steps
+        step = finished_step(run_dir)
+        if step < max_steps:
+            log(f"{tag}: training {run.config.model} from step {step} to {max_steps} in {run_dir}")
+            train_run(comp, run, cost, log)
+            step = finished_step(run_dir)
+        report = read_json(run_dir / EVAL_FILE)
+        if report and report.get("step") == step and report.get("settings") == comp.eval.to_dict():
+            log(f"{tag}: trained to step {step} and scored already; skipped")
+        else:
+            log(f"{tag}: scoring the held-out split (K = {comp.eval.inner_steps})")
+            t0 = time.perf_counter()
+            report = evaluate_run(run_dir, comp.eval)
+            report["eval_seconds"] = round(time.perf_counter() - t0, 3)
+            write_json(run_dir / EVAL_FILE, report)
+        path = write_report(comp, costs, command, _record_session(comp, command, started, date))
+        log(f"{tag}: done; wrote {path}")
+    return comp.out_dir / "results.md"

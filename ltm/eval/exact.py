@@ -62,4 +62,4 @@ def format_exact(scores: dict) -> str:
             f"({scores['tokens']} tokens)\n"
             f"continuation after P={c['prefix_len']} tokens: exact NLL {c['nll']:.4f} nats/token, "
             f"perplexity {c['perplexity']:.2f} ({c['tokens']} tokens)\n"
-            f"  ({EXACT_LABEL}; no inner steps K apply)")
+            f"  ({EXACT_LABEL})")

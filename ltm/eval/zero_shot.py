@@ -142,26 +142,37 @@ def check_sets(paths: dict[str, str], limit: int | None = None) -> None:
 def run_sets(model, guide, tokenizer, paths: dict[str, str], budgets: list[int], inner: InnerLoopConfig,
              block_size: int, *, num_samples: int = 8, limit: int | None = None, seed: int = 0,
              prefix_len: int | None = None, batch_size: int = 8) -> list[dict]:
-    """Every set in `paths` at every budget K (`inner` with steps=K), printed; one JSON-ready dict per K."""
+    """Every set in `paths` at every budget K (`inner` with steps=K), printed; one JSON-ready dict per K.
+
+    A deterministic family (`exact_nll`) has no K: it is scored once, its rows tagged "exact" (the
+    one dict has inner_steps None).
+    """
     rows = []
     common = {"num_samples": num_samples, "limit": limit, "seed": seed}
-    for k in budgets:
-        inner_k, row = replace(inner, steps=k), {"inner_steps": k}
+    exact = model.exact_nll
+    for k in budgets[:1] if exact else budgets:
+        inner_k, row = replace(inner, steps=k), {"inner_steps": None if exact else k}
+        tag = "exact" if exact else f"K={k}"
         for name, fn in (("wikitext2", wikitext_perplexity), ("ptb", ptb_perplexity)):
             if name in paths:
                 row[name] = fn(model, guide, tokenizer, paths[name], block_size, inner_k,
                                prefix_len=prefix_len, batch_size=batch_size, **common)
                 p, e = row[name]["prefix_predictive"], row[name]["fresh_noise_elbo"]
-                print(f"K={k} {name}: prefix-predictive perplexity {p['perplexity']:.2f} "
+                if exact:
+                    print(f"{tag} {name}: perplexity {e['perplexity_bound']:.2f} (exact NLL, "
+                          f"{row[name]['blocks']} blocks); of the continuation after "
+                          f"P={p['prefix_len']}: {p['perplexity']:.2f}")
+                    continue
+                print(f"{tag} {name}: prefix-predictive perplexity {p['perplexity']:.2f} "
                       f"({p['tokens']} continuation tokens, P={p['prefix_len']}); fresh-noise ELBO "
                       f"perplexity bound {e['perplexity_bound']:.2f} ({row[name]['blocks']} blocks)")
         if "lambada" in paths:
             row["lambada"] = r = lambada(model, guide, tokenizer, paths["lambada"], inner_k, **common)
-            print(f"K={k} lambada: accuracy {r['accuracy']:.4f}, last-word perplexity "
+            print(f"{tag} lambada: accuracy {r['accuracy']:.4f}, last-word perplexity "
                   f"{r['perplexity']:.2f} (n={r['n']}; prefix-predictive)")
         if "blimp" in paths:
             row["blimp"] = r = blimp(model, guide, tokenizer, paths["blimp"], inner_k, **common)
-            print(f"K={k} blimp: accuracy {r['accuracy']:.4f} (n={r['n']}; sentences scored by the "
+            print(f"{tag} blimp: accuracy {r['accuracy']:.4f} (n={r['n']}; sentences scored by the "
                   f"importance-weighted bound, S={num_samples})")
         rows.append(row)
     print(f"  lambada: {CONTINUATION_LABEL}\n  blimp: {SENTENCE_LABEL}\n  perplexities are per token of "

@@ -108,7 +108,7 @@ def prepare(comp: Comparison, log=print) -> dict:
         tokens_per_step = cfg.batch_size * cfg.block_size
         cost.update(model=run.config.model, max_steps=cfg.max_steps, tokens_per_step=tokens_per_step,
                     training_tokens=tokens_per_step * cfg.max_steps,
-                    training_flops=cost["flops_per_step"] * cfg.max_steps)
+                    training_flops=cost.get("training_flops", cost["flops_per_step"] * cfg.max_steps))
         costs[run.name] = cost
     return costs
 

@@ -38,23 +38,32 @@ def _register_cpu_attention() -> None:
 _register_cpu_attention()
 
 
+def _measure(cfg, vocab_size: int, batch: torch.Tensor, inner_steps: int) -> tuple[int, int]:
+    """(parameters, FLOPs) of one training step with `inner_steps` inner steps."""
+    model = build_model(cfg, vocab_size)
+    guide = build_run_guide(cfg)
+    opt = DualRateOptimizer(model, guide, cfg.inner_config(inner_steps), cfg.slow_config(),
+                            num_particles=cfg.num_particles)
+    with FlopCounterMode(display=False) as counter:
+        opt.step(batch)
+    return sum(p.numel() for p in model.parameters()), int(counter.get_total_flops())
+
+
 def step_cost(cfg, vocab_size: int, batch: torch.Tensor) -> dict:
-    """{"params", "flops_per_step"} of one training step of `cfg` on `batch` (B, T+1).
+    """{"params", "flops_per_step", "training_flops"} of `cfg`'s training steps on `batch` (B, T+1).
 
     Builds the run's model, guide and optimiser afresh (so it also checks that they build), and
-    leaves every global RNG as it found it.
+    leaves every global RNG as it found it. With early inference (`early_inner_steps`), its steps
+    are measured apart and `training_flops` counts each phase with its own step.
     """
     saved = get_rng_state()
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = build_model(cfg, vocab_size)
-            guide = build_run_guide(cfg)
-            opt = DualRateOptimizer(model, guide, cfg.inner_config(), cfg.slow_config(),
-                                    num_particles=cfg.num_particles)
-            params = sum(p.numel() for p in model.parameters())
-            with FlopCounterMode(display=False) as counter:
-                opt.step(batch)
+            params, flops = _measure(cfg, vocab_size, batch, cfg.inner_steps)
+            early = min(cfg.early_inference_steps, cfg.max_steps) if cfg.early_inner_steps else 0
+            early_flops = _measure(cfg, vocab_size, batch, cfg.early_inner_steps)[1] if early else 0
     finally:
         set_rng_state(saved)
-    return {"params": int(params), "flops_per_step": int(counter.get_total_flops())}
+    return {"params": int(params), "flops_per_step": flops,
+            "training_flops": early * early_flops + (cfg.max_steps - early) * flops}

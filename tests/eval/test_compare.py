@@ -153,3 +153,19 @@ def test_a_run_folder_trained_with_another_config_is_refused(compared, tmp_path,
     assert main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "run 'ltm'" in err and "fast_lr" in err and str(done_dir / "ltm") in err
+
+
+def test_early_inference_steps_are_counted_at_their_own_cost():
+    import torch
+
+    from ltm.eval.flops import step_cost
+    from ltm.training.config import TrainConfig
+
+    base = dict(d_model=16, n_layer=1, n_head=2, block_size=8, max_steps=10, inner_steps=1,
+                sections={"ltm": {"n_latent": 2, "d_latent": 4}})
+    batch = torch.randint(0, 32, (2, 9))  # (B, T+1)
+    plain = step_cost(TrainConfig(**base), 32, batch)
+    early = step_cost(TrainConfig(**base, early_inner_steps=5, early_inference_steps=4), 32, batch)
+    assert plain["training_flops"] == 10 * plain["flops_per_step"]
+    assert early["flops_per_step"] == plain["flops_per_step"]
+    assert early["training_flops"] > plain["training_flops"]  # 4 steps at 5 inner steps, 6 at 1

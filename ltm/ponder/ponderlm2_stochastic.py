@@ -148,7 +148,8 @@ class StochasticPonderLM2(PonderLM2):
         seq_len: Tokens T per training sequence (fixes the site's event shape (T*K, D)).
         thoughts: Thoughts K per token (>= 1).
         init_sigma: Starting prior noise scale.
-        **kwargs: As `PonderLM2` (jacobi_sweeps sets the guide's starting point).
+        **kwargs: As `PonderLM2` (jacobi_sweeps sets the guide's starting point); embed_scale
+            defaults to "rmsnorm" and max_jacobi_sweeps to None here, as before PonderLM2's change.
     """
 
     name = "ponderlm2_stochastic"
@@ -160,6 +161,9 @@ class StochasticPonderLM2(PonderLM2):
                  **kwargs):
         if thoughts < 1:
             raise ValueError(f"StochasticPonderLM2 needs thoughts >= 1, got {thoughts}.")
+        # unchanged by issue 9 (measured on PonderLM2 only): normed embeddings, J fixed
+        kwargs.setdefault("embed_scale", "rmsnorm")
+        kwargs.setdefault("max_jacobi_sweeps", None)
         super().__init__(decoder, thoughts=thoughts, **kwargs)
         self.seq_len = seq_len
         self.prior = ThoughtNoisePrior(seq_len * thoughts, decoder.cfg.d_model, init_sigma)

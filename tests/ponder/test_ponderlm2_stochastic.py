@@ -43,3 +43,8 @@ def test_inner_loop_improves_the_posterior_and_the_model_trains():
     results = [opt.step(tokens) for _ in range(10)]
     assert results[0].inner_losses[-1] < results[0].inner_losses[0]
     assert results[-1].loss < results[0].loss - 0.3, [r.loss for r in results]
+
+
+def test_keeps_normed_embeddings_and_a_fixed_sweep_count():
+    family = StochasticPonderLM2(tiny_decoder(), seq_len=8, thoughts=1, jacobi_sweeps=5)
+    assert family.token_norm is not None and family.max_jacobi_sweeps is None

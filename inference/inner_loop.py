@@ -13,7 +13,8 @@ from ltm.inference.guides import LocalGuide
 from ltm.inference.kl_control import KLControl
 from ltm.inference.schedules import INNER_SCHEDULES, inner_lr
 
-FAST_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+# "natgrad": SGD along the guide's natural gradient (`LocalGuide.natural_gradient`).
+FAST_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "natgrad": torch.optim.SGD}
 
 
 @dataclass
@@ -23,7 +24,8 @@ class InnerLoopConfig:
     Attributes:
         steps: Inner steps K (0 keeps the guide at its initialisation).
         lr: Fast learning rate.
-        optimizer: "adam" or "sgd".
+        optimizer: "adam", "sgd", or "natgrad" (SGD along the natural gradient of q, where the
+            guide knows its Fisher information, e.g. the local Gaussian; else plain SGD).
         schedule: Within-loop learning-rate schedule: "constant", "cosine" or "linear".
         reuse_noise: Use one noise draw for every inner step (the published code's behaviour)
             instead of a fresh draw per step.
@@ -112,6 +114,10 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
             else:
                 for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
                     p.grad = g
+            if cfg.optimizer == "natgrad":
+                natural = guide.natural_gradient({name: t.grad for name, t in guide.locals.items()})
+                for name, t in guide.locals.items():
+                    t.grad = natural[name]
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(value)

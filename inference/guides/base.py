@@ -62,6 +62,12 @@ class LocalGuide(nn.Module):
         """The tensors the fast inner loop optimises."""
         return list(self.locals.values())
 
+    def natural_gradient(self, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The gradients of the local tensors, by name, preconditioned by the inverse Fisher
+        information of q (the fast optimiser "natgrad" steps along them). The base guide knows no
+        Fisher: it returns the plain gradients."""
+        return grads
+
     def detach_locals(self) -> None:
         """Freeze the fitted local tensors (the slow step treats them as constants)."""
         self.locals = {name: t.detach() for name, t in self.locals.items()}

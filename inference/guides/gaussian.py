@@ -31,6 +31,11 @@ class LocalGaussianGuide(LocalGuide):
         loc = initial_loc(prior, batch_size, self.init_loc)  # (B, N, D)
         return {"loc": loc, "log_scale": torch.full_like(loc, math.log(self.init_scale))}
 
+    def natural_gradient(self, grads):
+        """Inverse Fisher of N(loc, scale^2) per coordinate: scale^2 for loc, 1/2 for log scale."""
+        scale_sq = (2 * self.locals["log_scale"]).exp().detach()  # (B, N, D)
+        return {"loc": grads["loc"] * scale_sq, "log_scale": grads["log_scale"] / 2}
+
     def distribution(self):
         loc, scale = self.locals["loc"], self.locals["log_scale"].exp()  # (B, N, D)
         if self.fixed_noise is not None:

@@ -82,7 +82,8 @@ class TrainConfig:
     # inner (fast) loop
     inner_steps: int = _f(4, "inner steps K fitting q(z|x) per training batch", "inner loop")
     fast_lr: float = _f(0.3, "fast (inner-loop) learning rate", "inner loop")
-    fast_optimizer: str = _f("adam", "fast optimiser: adam or sgd", "inner loop")
+    fast_optimizer: str = _f("adam", "fast optimiser: adam, sgd or natgrad (SGD along q's natural "
+                             "gradient)", "inner loop")
     fast_schedule: str = _f("cosine", "inner-loop lr schedule: constant, cosine or linear", "inner loop")
     reuse_noise: bool = _f(False, "reuse one noise draw for all inner steps (published code)", "inner loop")
     accumulate_decoder_grads: bool = _f(

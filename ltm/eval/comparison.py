@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from ltm.core.errors import ConfigError
+from ltm.inference import InnerLoopConfig
 from ltm.training.config import TrainConfig, coerce_values, merge_values
 
 # One dataset, one tokenizer, one token budget: no run may set these on its own.
@@ -46,6 +47,9 @@ class EvalSettings:
         iwae_samples: S of the importance-weighted bound and the prefix-predictive mixture.
         protocol_steps: K at which the importance-weighted and prefix-predictive numbers are taken.
         prefix_len: P of prefix-predictive scoring (none: half the block).
+        inner_loop: Inner-loop settings of the evaluation fits, overriding each run's own
+            (keys of `InnerLoopConfig`: optimizer, lr, schedule); any q gives a valid bound, so
+            the fit used to score may differ from the one used to train. Empty: the run's own.
         long_fit: Inner steps of a long fit whose fresh-noise bound each K is compared with (the
             gap shows how far the K-step fit stops from its own best; none: off).
         seed: Seed of every noise draw.
@@ -58,6 +62,7 @@ class EvalSettings:
     protocol_steps: int = 16
     prefix_len: int | None = None
     long_fit: int | None = None
+    inner_loop: dict = field(default_factory=dict)
     seed: int = 0
 
     def check(self, source: str) -> None:
@@ -74,9 +79,19 @@ class EvalSettings:
             (self.prefix_len is None or self.prefix_len >= 1,
              f"prefix_len must be >= 1, got {self.prefix_len}"),
         ]
+        unknown = sorted(set(self.inner_loop) - {"optimizer", "lr", "schedule"})
+        checks.append((not unknown, f"inner_loop takes optimizer, lr and schedule, not {unknown}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"eval: {message} (in {source}).")
+        try:
+            InnerLoopConfig(**self.inner_loop)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"eval: inner_loop {self.inner_loop}: {err} (in {source}).") from None
+
+    def inner(self, config, steps: int) -> InnerLoopConfig:
+        """The evaluation fit with `steps` inner steps: the run's inner loop, then `inner_loop`."""
+        return dataclasses.replace(config.inner_config(steps), **self.inner_loop)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

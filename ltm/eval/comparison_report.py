@@ -147,7 +147,9 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
         f"training tokens per run",
         f"- held-out scoring: validation split, {comp.eval.batches} batch(es)"
         + (f" = {data['blocks']} blocks, {data['tokens']} tokens" if data else "")
-        + f", seed {comp.eval.seed}; nats per token", "",
+        + f", seed {comp.eval.seed}; nats per token; q fitted with "
+        + (f"{comp.eval.inner_loop} in place of each run's own inner-loop settings"
+           if comp.eval.inner_loop else "each run's own inner-loop settings"), "",
         f"{len(scored)} of {len(comp.runs)} runs scored.", "",
         format_table(comp, costs), "",
         format_latent_table(comp),

@@ -54,17 +54,17 @@ def evaluate_run(run_dir: str | Path, settings) -> dict:
         report["exact_nll"] = exact_scores(model, batches, prefix, seed)
         return report
     report["fresh_noise_elbo"] = [
-        fresh_noise_elbo(model, guide, batches, config.inner_config(k), seed=seed).to_dict()
+        fresh_noise_elbo(model, guide, batches, settings.inner(config, k), seed=seed).to_dict()
         for k in settings.inner_steps]
-    found = [posterior_diagnostics(model, guide, batches, config.inner_config(k), seed)
+    found = [posterior_diagnostics(model, guide, batches, settings.inner(config, k), seed)
              for k in settings.inner_steps]
     report["diagnostics"] = [None if d is None else d.to_dict() for d in found]
     if settings.long_fit:
-        long = fresh_noise_elbo(model, guide, batches, config.inner_config(settings.long_fit), seed=seed)
+        long = fresh_noise_elbo(model, guide, batches, settings.inner(config, settings.long_fit), seed=seed)
         report["long_fit"] = long.to_dict()
     k, samples = settings.protocol_steps, settings.iwae_samples
     report["importance_weighted"] = importance_weighted_bound(
-        model, guide, batches, config.inner_config(k), samples, seed).to_dict()
+        model, guide, batches, settings.inner(config, k), samples, seed).to_dict()
     report["prefix_predictive"] = prefix_predictive_perplexity(
-        model, guide, batches, prefix, config.inner_config(k), samples, seed).to_dict()
+        model, guide, batches, prefix, settings.inner(config, k), samples, seed).to_dict()
     return report

@@ -169,3 +169,20 @@ def test_early_inference_steps_are_counted_at_their_own_cost():
     assert plain["training_flops"] == 10 * plain["flops_per_step"]
     assert early["flops_per_step"] == plain["flops_per_step"]
     assert early["training_flops"] > plain["training_flops"]  # 4 steps at 5 inner steps, 6 at 1
+
+
+def test_the_evaluation_fit_may_differ_from_the_training_one():
+    from ltm.core.errors import ConfigError
+    from ltm.eval.comparison import EvalSettings
+    from ltm.training.config import TrainConfig
+
+    cfg = TrainConfig(fast_optimizer="adam", fast_lr=0.3)
+    own = EvalSettings().inner(cfg, 16)
+    assert (own.optimizer, own.lr, own.steps) == ("adam", 0.3, 16)
+    settings = EvalSettings(inner_loop={"optimizer": "sgd", "lr": 0.1})
+    settings.check("test")
+    assert (settings.inner(cfg, 4).optimizer, settings.inner(cfg, 4).lr) == ("sgd", 0.1)
+    with pytest.raises(ConfigError, match="not \\['steps'\\]"):
+        EvalSettings(inner_loop={"steps": 3}).check("test")
+    with pytest.raises(ConfigError, match="unknown fast optimizer"):
+        EvalSettings(inner_loop={"optimizer": "lbfgs"}).check("test")

@@ -87,10 +87,11 @@ def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: i
     """Fit q on each held-out block (B, T+1) with `inner`, then KL per latent, active units and MI.
 
     Returns:
-        The diagnostics, or None for a family without a stochastic latent (exact NLL) or a guide
-        without a density (`distribution()` not implemented, e.g. the empty guide).
+        The diagnostics, or None for a family without a stochastic sequence-level latent (exact
+        NLL, or token-level thoughts whose prior depends on their context) or a guide without a
+        density (`distribution()` not implemented, e.g. the empty guide).
     """
-    if family.exact_nll:
+    if family.exact_nll or not family.sequence_latent:
         return None
     batches = [tokens] if isinstance(tokens, torch.Tensor) else list(tokens)
     posteriors, means, draws, kls = [], [], [], []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -44,18 +45,21 @@ def run(args: argparse.Namespace) -> dict:
                          "--lambada, --blimp).")
     guide = load_guide(step_dir, args.device)
     batch_size = args.batch_size or config.batch_size
+    inner = replace(config.inner_config(), **{k: v for k, v in (("optimizer", args.fast_optimizer),
+                                                                ("lr", args.fast_lr)) if v is not None})
     print(f"checkpoint {step_dir} (model {config.model})")
     report = {"checkpoint": str(step_dir), "model": config.model, "seed": args.seed,
+              "inner_loop": {"optimizer": inner.optimizer, "lr": inner.lr, "schedule": inner.schedule},
               "labels": PROTOCOLS, "results": []}
     if args.batches:
         blocks = held_out_blocks(config, tokenizer, args.data, args.split)
         report.update(score_held_out(
-            model, guide, blocks.fixed_batches(batch_size, args.batches), budgets, config.inner_config(),
+            model, guide, blocks.fixed_batches(batch_size, args.batches), budgets, inner,
             data=args.data or f"{config.dataset} ({args.split})", num_samples=args.iwae_samples,
             prefix_len=prefix, num_draws=args.elbo_draws, seed=args.seed, plot=args.plot,
             long_fit=args.long_fit))
     if sets:
-        report["zero_shot"] = run_sets(model, guide, tokenizer, sets, budgets, config.inner_config(),
+        report["zero_shot"] = run_sets(model, guide, tokenizer, sets, budgets, inner,
                                        config.block_size, num_samples=args.iwae_samples,
                                        limit=args.limit, seed=args.seed, prefix_len=args.prefix_len,
                                        batch_size=batch_size)

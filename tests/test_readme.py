@@ -39,3 +39,12 @@ def test_slow_marker_selects_tests():
               if isinstance(node, ast.FunctionDef)
               and any(ast.unparse(d) == "pytest.mark.slow" for d in node.decorator_list)]
     assert marked, "no test is marked slow"
+
+
+def test_every_file_the_readme_names_exists():
+    """Configs, result tables and plots the README points at are in the repository."""
+    pattern = r"\b((?:configs|results|bench|notebooks)/[\w./-]+\.(?:yaml|md|png|py|ipynb))"
+    named = set(re.findall(pattern, README))
+    assert any(p.startswith("results/") for p in named), "the README quotes no committed result"
+    missing = sorted(p for p in named if not (REPO / p).exists())
+    assert not missing, f"the README names files that are not in the repository: {missing}"

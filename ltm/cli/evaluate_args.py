@@ -27,6 +27,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                    "averaged over (default: 1, as in training's validation)")
     p.add_argument("--prefix-len", type=int, default=None, help="P, tokens of each block q(z) is fitted "
                    "on for prefix-predictive perplexity (default: half the block)")
+    p.add_argument("--fast-optimizer", default=None, choices=("adam", "sgd", "natgrad"),
+                   help="fit held-out q with this fast optimiser instead of the run's own (any q "
+                   "gives a valid bound) (default: the run's)")
+    p.add_argument("--fast-lr", type=float, default=None, help="fit held-out q with this fast "
+                   "learning rate instead of the run's own (default: the run's)")
     p.add_argument("--long-fit", type=int, default=None, help="also fit q with this many inner steps "
                    "(e.g. 200) and report each K's gap to it: how far the K-step fit stops from its "
                    "own best (default: off)")

@@ -137,3 +137,21 @@ def test_bad_inputs_one_clear_sentence(case, capsys, tmp_path, tmp_path_factory)
     assert main(["--checkpoint", str(run), "--inner-steps", "1", "--batches", "1", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and want in err and err.count("\n") == 1
+
+
+def test_held_out_q_may_be_fitted_with_other_inner_loop_settings(capsys, tmp_path, tmp_path_factory):
+    run = shared_run(tmp_path_factory)
+    reports = []
+    for extra in ([], ["--fast-optimizer", "sgd", "--fast-lr", "0.05"]):
+        out = tmp_path / f"eval{len(extra)}.json"
+        assert main(["--checkpoint", str(run), "--inner-steps", "0,2", "--batches", "1",
+                     "--iwae-samples", "1", "--out", str(out), *extra]) == 0
+        reports.append(json.loads(out.read_text()))
+    own, other = reports
+    assert other["inner_loop"]["optimizer"] == "sgd" and other["inner_loop"]["lr"] == 0.05
+    assert own["inner_loop"]["optimizer"] != "sgd"
+    at = [[r["results"][i]["fresh_noise_elbo"]["neg_elbo"] for r in reports] for i in (0, 1)]
+    assert at[0][0] == pytest.approx(at[0][1])  # K=0: no fit, the same q
+    assert at[1][0] != pytest.approx(at[1][1])  # K=2: another fit, another bound
+    assert main(["--checkpoint", str(run), "--fast-lr", "-1"]) == 2
+    assert "fast learning rate must be > 0" in capsys.readouterr().err

@@ -97,7 +97,7 @@ def test_published_embed_scale_gives_unit_rms_inputs_at_init():
     assert family.token_norm is None and family.embed_multiplier == pytest.approx((2.5 * D) ** 0.5)
     w = family.decoder.embed.weight
     assert float(w.detach().std()) == pytest.approx((2 / (5 * D)) ** 0.5, rel=0.05)  # trunc-normal at 3 sigma
-    assert float(w.abs().max()) <= 3 * (2 / (5 * D)) ** 0.5 + 1e-6
+    assert float(w.detach().abs().max()) <= 3 * (2 / (5 * D)) ** 0.5 + 1e-6
     x = family.token_inputs(torch.arange(4096)[None])  # (1, V, D)
     assert float(x.pow(2).mean().sqrt()) == pytest.approx(1.0, abs=0.03)
     with torch.no_grad():

@@ -34,22 +34,17 @@ from ltm.inference.bound_results import (
 )
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.inner_loop import InnerLoopConfig
-from ltm.inference.posterior_fit import evaluation_mode, fit_posterior, predictive_logits
+from ltm.inference.posterior_fit import (
+    as_batches,
+    check_prefix,
+    evaluation_mode,
+    fit_posterior,
+    predictive_logits,
+)
 
 __all__ = ["ElboBound", "ImportanceWeightedBound", "PrefixPredictive", "PublishedProtocol",
            "fresh_noise_elbo", "importance_weighted_bound", "prefix_predictive_perplexity",
            "published_protocol", "log_weights", "default_prefix_len"]
-
-def _as_batches(tokens, device: torch.device) -> list[torch.Tensor]:
-    batches = [tokens] if isinstance(tokens, torch.Tensor) else list(tokens)
-    if not batches:
-        raise ValueError("no batches to evaluate: give a (B, T+1) tensor or a non-empty list of them.")
-    for b in batches:
-        if b.dim() != 2 or b.shape[1] < 2:
-            raise ValueError(f"each batch must be token ids (B, T+1) with T+1 >= 2, got shape "
-                             f"{tuple(b.shape)}.")
-    return [b.to(device) for b in batches]
-
 
 def default_prefix_len(block_tokens: int) -> int:
     """The prefix P of prefix-predictive scoring when none is given: half of a block of L tokens."""
@@ -97,7 +92,7 @@ def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: in
     _check_count("num_draws", num_draws)
     elbo, recon, kl, n_tok, n_seq = LatentELBO(num_particles=num_draws), 0.0, 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
-        for batch in _as_batches(tokens, device):
+        for batch in as_batches(tokens, device):
             fit_posterior(model, guide, batch, inner)
             with torch.no_grad():
                 terms = elbo.terms(model.model, guide, batch)  # (B,) each
@@ -121,7 +116,7 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
     _check_count("num_samples S", num_samples)
     total, n_tok, n_seq = 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
-        for batch in _as_batches(tokens, device):
+        for batch in as_batches(tokens, device):
             fit_posterior(model, guide, batch, inner)
             with torch.no_grad():
                 logw = torch.stack([log_weights(model, guide, batch)
@@ -156,11 +151,8 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
     _check_count("prefix_len", prefix_len)
     total, n_tok, n_seq = 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
-        for batch in _as_batches(tokens, device):
-            if prefix_len >= batch.shape[1]:
-                raise ValueError(f"prefix_len={prefix_len} leaves nothing to score in blocks of "
-                                 f"{batch.shape[1]} tokens; the block must be longer than the "
-                                 f"prefix.")
+        for batch in as_batches(tokens, device):
+            check_prefix(prefix_len, batch.shape[1])
             prefix = batch[:, :prefix_len]  # (B, P)
             fit_posterior(model, guide, prefix, inner)
             inputs, targets = batch[:, :-1], batch[:, prefix_len:]  # (B, L-1), (B, L-P)
@@ -194,7 +186,7 @@ def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int =
     same_noise, elbo = replace(inner, reuse_noise=True), LatentELBO()
     recon, kl, nll, counts = [], [], [], []
     with evaluation_mode(model, seed) as device:
-        for batch in _as_batches(tokens, device):
+        for batch in as_batches(tokens, device):
             fit_posterior(model, guide, batch, same_noise, fresh=False)
             with torch.no_grad():
                 terms = elbo.terms(model.model, guide, batch)  # (B,) each, the fit's own draw

@@ -23,7 +23,7 @@ import torch
 
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.kl_split import kl_per_vector
-from ltm.inference.posterior_fit import evaluation_mode, fit_posterior
+from ltm.inference.posterior_fit import as_batches, evaluation_mode, fit_posterior
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -93,11 +93,9 @@ def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: i
     """
     if family.exact_nll or not family.sequence_latent:
         return None
-    batches = [tokens] if isinstance(tokens, torch.Tensor) else list(tokens)
     posteriors, means, draws, kls = [], [], [], []
     with evaluation_mode(family, seed) as device, torch.no_grad():
-        for batch in batches:
-            batch = batch.to(device)
+        for batch in as_batches(tokens, device):
             fit_posterior(family, guide, batch, inner)
             try:
                 q = guide.distribution()  # batch (B,), event (N, D)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ltm.core.sites import IGNORE_INDEX
-from ltm.inference.posterior_fit import evaluation_mode
+from ltm.inference.posterior_fit import as_batches, check_prefix, evaluation_mode
 
 EXACT_LABEL = "exact NLL: the family's thoughts are deterministic, so its likelihood is exact"
 
@@ -25,7 +25,7 @@ def exact_scores(family, batches, prefix_len: int, seed: int = 0) -> dict:
 
     Args:
         family: A family with `exact_nll`.
-        batches: Blocks (B, L) of token ids, a list of them.
+        batches: Blocks (B, L) of token ids, or a list of them.
         prefix_len: Prefix P (1 <= P < L) for the continuation NLL.
 
     Returns:
@@ -34,11 +34,8 @@ def exact_scores(family, batches, prefix_len: int, seed: int = 0) -> dict:
     """
     total, n_tok, cont, n_cont, n_seq = 0.0, 0, 0.0, 0, 0
     with evaluation_mode(family, seed) as device, torch.no_grad():
-        for batch in batches:
-            batch = batch.to(device)
-            if not 1 <= prefix_len < batch.shape[1]:
-                raise ValueError(f"prefix_len={prefix_len} leaves nothing to score in blocks of "
-                                 f"{batch.shape[1]} tokens; the block must be longer than the prefix.")
+        for batch in as_batches(batches, device):
+            check_prefix(prefix_len, batch.shape[1])
             targets = batch[:, 1:]  # (B, T)
             logits = family.full_logits(batch[:, :-1])  # (B, T, V)
             nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",

@@ -162,10 +162,11 @@ def run_sets(model, guide, tokenizer, paths: dict[str, str], budgets: list[int],
                     print(f"{tag} {name}: perplexity {e['perplexity_bound']:.2f} (exact NLL, "
                           f"{row[name]['blocks']} blocks); of the continuation after "
                           f"P={p['prefix_len']}: {p['perplexity']:.2f}")
-                    continue
-                print(f"{tag} {name}: prefix-predictive perplexity {p['perplexity']:.2f} "
-                      f"({p['tokens']} continuation tokens, P={p['prefix_len']}); fresh-noise ELBO "
-                      f"perplexity bound {e['perplexity_bound']:.2f} ({row[name]['blocks']} blocks)")
+                else:
+                    print(f"{tag} {name}: prefix-predictive perplexity {p['perplexity']:.2f} "
+                          f"({p['tokens']} continuation tokens, P={p['prefix_len']}); fresh-noise "
+                          f"ELBO perplexity bound {e['perplexity_bound']:.2f} "
+                          f"({row[name]['blocks']} blocks)")
         if "lambada" in paths:
             row["lambada"] = r = lambada(model, guide, tokenizer, paths["lambada"], inner_k, **common)
             print(f"{tag} lambada: accuracy {r['accuracy']:.4f}, last-word perplexity "

@@ -93,12 +93,13 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
         return []
     opt = FAST_OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr)
     n_tokens = tokens[:, 1:].numel()
+    controlled, natural = kl_control is not None and kl_control.active, cfg.optimizer == "natgrad"
     losses = []
     with pyro.validation_enabled(validate):
         for k in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
-            if kl_control is not None and kl_control.active:
+            if controlled:
                 loss = kl_control.loss(elbo.terms(family.model, guide, tokens), step)
             else:
                 loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
@@ -114,10 +115,10 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
             else:
                 for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
                     p.grad = g
-            if cfg.optimizer == "natgrad":
-                natural = guide.natural_gradient({name: t.grad for name, t in guide.locals.items()})
+            if natural:
+                grads = guide.natural_gradient({name: t.grad for name, t in guide.locals.items()})
                 for name, t in guide.locals.items():
-                    t.grad = natural[name]
+                    t.grad = grads[name]
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(value)

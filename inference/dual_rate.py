@@ -152,6 +152,9 @@ class DualRateOptimizer:
         n_tokens = tokens[:, 1:].numel()
         loss = -terms.elbo.sum() / n_tokens
         objective = self.kl_control.loss(terms, step) / n_tokens if self.kl_control.active else loss
+        guide_loss = self.guide.slow_step_loss(self.family, tokens, self.elbo)
+        if guide_loss is not None:  # the guide's own objective for its global parameters
+            objective = objective + guide_loss / n_tokens
         if not torch.isfinite(objective):
             raise FloatingPointError(f"slow step: the ELBO loss is {objective.item()}; lower the slow "
                                      f"learning rate ({self.slow.lr}) or check the prior.")

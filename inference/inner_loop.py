@@ -85,12 +85,15 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
     """
     elbo = elbo or LatentELBO()
     start = family.initial_latents(tokens) if guide.starts_from_model else None
-    guide.reset(family.prior, tokens.shape[0], start)
+    guide.reset(family.prior, tokens.shape[0], start, tokens)
     params = guide.local_parameters()
     if cfg.reuse_noise:
         guide.freeze_noise(noise)
     if cfg.steps == 0 or not params:
         return []
+    sampled = guide.sample_locals(lambda: -elbo.terms(family.model, guide, tokens).elbo, cfg.steps)
+    if sampled is not None:
+        return sampled
     opt = FAST_OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr)
     n_tokens = tokens[:, 1:].numel()
     controlled, natural = kl_control is not None and kl_control.active, cfg.optimizer == "natgrad"

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.batches == 0 and not sets:
         raise ValueError("nothing to evaluate: --batches 0 and no zero-shot set (--wikitext2, --ptb, "
                          "--lambada, --blimp).")
-    guide = load_guide(step_dir, args.device)
+    guide = load_guide(step_dir, args.device, model)
     batch_size = args.batch_size or config.batch_size
     inner = replace(config.inner_config(), **{k: v for k, v in (("optimizer", args.fast_optimizer),
                                                                 ("lr", args.fast_lr)) if v is not None})

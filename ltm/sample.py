@@ -38,7 +38,7 @@ def _sample(args: argparse.Namespace) -> None:
         prompts.append(Path(path).read_text().rstrip("\n"))
     step_dir = resolve_checkpoint(args.checkpoint)  # once: model and guide come from the same step
     model, tokenizer, config = load_checkpoint(step_dir, args.device)
-    guide = load_guide(step_dir, args.device)
+    guide = load_guide(step_dir, args.device, model)
     texts = generate_text(model, tokenizer, config, prompts or None, guide=guide,
                           num_samples=args.num_samples,
                           unconditional=args.unconditional, max_new_tokens=args.max_new_tokens,

@@ -5,6 +5,8 @@ A new guide is one file here (a `LocalGuide` subclass) and one line in `GUIDES`.
 
 from __future__ import annotations
 
+import inspect
+
 from ltm.core.registry import resolve
 from ltm.inference.guides.base import LocalGuide, check_guide_fits_prior, initial_loc
 from ltm.inference.guides.delta import DeltaGuide
@@ -19,9 +21,20 @@ GUIDES: dict[str, type[LocalGuide]] = {
 }
 
 
-def build_guide(spec: str | type, **kwargs) -> LocalGuide:
-    """Build a guide from a registry name (see `GUIDES`), a `module:Class` path, or a class."""
-    guide = resolve(spec, GUIDES, "guide")(**kwargs)
+def build_guide(spec: str | type, context: dict | None = None, **kwargs) -> LocalGuide:
+    """Build a guide from a registry name (see `GUIDES`), a `module:Class` path, or a class.
+
+    Args:
+        spec: The guide.
+        context: What the run knows that a guide with global parameters may need to build them:
+            `vocab_size`, `num_latents`, `latent_dim`. Each key is passed only to a guide whose
+            constructor takes it, and never over a keyword given in `kwargs`.
+        **kwargs: The guide's own options (`--guide-kwargs`).
+    """
+    cls = resolve(spec, GUIDES, "guide")
+    accepted = inspect.signature(cls).parameters
+    kwargs = {**{k: v for k, v in (context or {}).items() if k in accepted}, **kwargs}
+    guide = cls(**kwargs)
     if not isinstance(guide, LocalGuide):
         raise ValueError(f"guide '{spec}' is a {type(guide).__name__}, not an "
                          f"ltm.inference.LocalGuide; subclass ltm.inference.LocalGuide.")

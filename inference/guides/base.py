@@ -24,10 +24,17 @@ class LocalGuide(nn.Module):
         fits_degenerate_prior: True only for guides that are valid under a point-mass prior.
         starts_from_model: True for guides that start from the model family's own point guess of
             the thoughts (`Family.initial_latents(tokens)`), passed to `reset` as `start`.
+        has_density: False for guides whose q has no tractable density over z (a point mass on
+            continuous z, or Langevin samples): the ELBO and the importance-weighted bound need
+            log q(z), so they are refused for such guides; prefix-predictive scores stay sound.
+        event_shape: The thought shape (N, D) a guide with global parameters was built for
+            (checked against the prior's); None for guides sized by the prior at `reset`.
     """
 
     fits_degenerate_prior: bool = False
     starts_from_model: bool = False
+    has_density: bool = True
+    event_shape: tuple[int, int] | None = None
 
     def __init__(self):
         super().__init__()
@@ -35,8 +42,10 @@ class LocalGuide(nn.Module):
         self.prior: list[Prior] = []  # held in a list so the prior is not a submodule of the guide
         self.fixed_noise: torch.Tensor | None = None
         self.batch_size = 0
+        self.batch_tokens: torch.Tensor | None = None
 
-    def reset(self, prior: Prior, batch_size: int, start: torch.Tensor | None = None) -> None:
+    def reset(self, prior: Prior, batch_size: int, start: torch.Tensor | None = None,
+              tokens: torch.Tensor | None = None) -> None:
         """Start a new batch: fresh local tensors for `batch_size` sequences, fresh noise.
 
         Args:
@@ -44,10 +53,13 @@ class LocalGuide(nn.Module):
             batch_size: Sequences B in the batch.
             start: The model's point guess of the thoughts (B, *event_shape), for guides with
                 `starts_from_model`; others ignore it.
+            tokens: The batch's token ids (B, T+1) the posterior is fitted to, kept as
+                `batch_tokens` for amortised guides (an encoder reads them); others ignore it.
         """
         check_guide_fits_prior(self, prior)
         self.prior = [prior]
         self.batch_size = batch_size
+        self.batch_tokens = tokens
         self.fixed_noise = None
         device = prior_device(prior)
         self.locals = {name: t.detach().to(device).clone().requires_grad_(True)
@@ -67,6 +79,26 @@ class LocalGuide(nn.Module):
         information of q (the fast optimiser "natgrad" steps along them). The base guide knows no
         Fisher: it returns the plain gradients."""
         return grads
+
+    def sample_locals(self, energy, steps: int) -> list[float] | None:
+        """Move the local tensors by a sampler of this guide's own (e.g. Langevin dynamics) instead
+        of the fast optimiser; None (the default) lets the inner loop optimise them.
+
+        Args:
+            energy: A callable returning -log p(x, z) per sequence (B,) at the current locals
+                (for a point-mass q at z: the negative ELBO, which is then -log p(x, z)).
+            steps: Inner steps K.
+
+        Returns:
+            The summed energy before each step, or None when the guide has no sampler.
+        """
+        return None
+
+    def slow_step_loss(self, model, tokens: torch.Tensor, elbo) -> torch.Tensor | None:
+        """A loss (nats summed over the batch) for the guide's global parameters alone, which the
+        slow step adds to its own (e.g. a semi-amortised encoder trained on the ELBO at its own
+        output); None: the guide's globals, if any, learn from the slow step's ELBO directly."""
+        return None
 
     def detach_locals(self) -> None:
         """Freeze the fitted local tensors (the slow step treats them as constants)."""
@@ -102,7 +134,14 @@ class LocalGuide(nn.Module):
 
 
 def check_guide_fits_prior(guide: LocalGuide, prior: Prior) -> None:
-    """Refuse a point-mass prior paired with a guide that is not the prior itself."""
+    """Refuse a point-mass prior paired with a guide that is not the prior itself, and a guide
+    built for another thought shape than the prior's."""
+    if guide.event_shape is not None and tuple(guide.event_shape) != tuple(prior.event_shape):
+        raise ValueError(
+            f"guide {type(guide).__name__} was built for thoughts of shape "
+            f"{tuple(guide.event_shape)} but the prior {type(prior).__name__} has event shape "
+            f"{tuple(prior.event_shape)}; build the guide with the prior's num_latents and "
+            f"latent_dim.")
     if prior.is_degenerate and not guide.fits_degenerate_prior:
         fix = ("the empty guide (guide='none'): its thoughts are deterministic" if prior.token_level
                else "the prior guide (guide='prior', q = p)")

@@ -41,7 +41,7 @@ _register_cpu_attention()
 def _measure(cfg, vocab_size: int, batch: torch.Tensor, inner_steps: int) -> tuple[int, int]:
     """(parameters, FLOPs) of one training step with `inner_steps` inner steps."""
     model = build_model(cfg, vocab_size)
-    guide = build_run_guide(cfg)
+    guide = build_run_guide(cfg, model)
     opt = DualRateOptimizer(model, guide, cfg.inner_config(inner_steps), cfg.slow_config(),
                             num_particles=cfg.num_particles)
     with FlopCounterMode(display=False) as counter:

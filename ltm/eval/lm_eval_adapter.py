@@ -118,7 +118,7 @@ class LTMHarnessModel(LM):
         self._device = _pick_device(device)
         step_dir = resolve_checkpoint(pretrained)  # once: model and guide come from the same step
         self.model, self.tokenizer, self.config = load_checkpoint(step_dir, self._device)
-        self.guide = load_guide(step_dir, self._device)
+        self.guide = load_guide(step_dir, self._device, self.model)
         steps = self.config.eval_steps if inner_steps in (None, "") else int(inner_steps)
         self.inner = self.config.inner_config(steps)  # raises ValueError for K < 0
         self.num_samples, self.seed, self.rolling = num_samples, seed, rolling

@@ -40,7 +40,7 @@ def evaluate_run(run_dir: str | Path, settings) -> dict:
     """
     step_dir = resolve_checkpoint(run_dir)
     model, tokenizer, config = load_checkpoint(step_dir)
-    guide = load_guide(step_dir)
+    guide = load_guide(step_dir, model=model)
     blocks = held_out_blocks(config, tokenizer)
     batches = blocks.fixed_batches(settings.batch_size or config.batch_size, settings.batches)
     seed, exact = settings.seed, bool(model.exact_nll)

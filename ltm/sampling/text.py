@@ -45,7 +45,7 @@ def generate_text(model, tokenizer, config, prompts: list[str] | None = None, *,
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                               top_p=top_p, seed=seed, eos_id=eos)
     if guide is None:
-        guide = build_run_guide(config).to(next(model.parameters()).device)
+        guide = build_run_guide(config, model).to(next(model.parameters()).device)
     rows = generate(model, ids, num_samples=num_samples, unconditional=unconditional, sampling=sampling,
                     inner=config.inner_config(k), guide=guide, bos_id=bos)
     return [decode(tokenizer, r) for r in rows]
@@ -57,4 +57,4 @@ def sample_text(checkpoint: str | Path, prompts: str | list[str] | None = None, 
     step_dir = resolve_checkpoint(checkpoint)  # once: model and guide come from the same step
     model, tokenizer, config = load_checkpoint(step_dir, device)
     prompts = [prompts] if isinstance(prompts, str) else prompts
-    return generate_text(model, tokenizer, config, prompts, guide=load_guide(step_dir, device), **kwargs)
+    return generate_text(model, tokenizer, config, prompts, guide=load_guide(step_dir, device, model), **kwargs)

@@ -14,10 +14,17 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Family:
                                   cfg.prior_kwargs)
 
 
-def build_run_guide(cfg: TrainConfig) -> LocalGuide:
-    """The run's guide: `cfg.guide`, or the family's default guide when none is named."""
+def build_run_guide(cfg: TrainConfig, model: Family) -> LocalGuide:
+    """The run's guide: `cfg.guide`, or the family's default guide when none is named.
+
+    Guides with global parameters (an encoder, a flow) are sized from `model`: its vocabulary and
+    its prior's thought shape (N, D).
+    """
     spec = cfg.guide or cfg.family.default_guide
+    context = {"vocab_size": model.decoder.cfg.vocab_size, "num_latents": model.prior.num_latents,
+               "latent_dim": model.prior.latent_dim}
     try:
-        return build_guide(spec, **cfg.guide_kwargs)
+        return build_guide(spec, context, **cfg.guide_kwargs)
     except TypeError as err:
         raise ConfigError(f"guide '{spec}' does not take guide_kwargs {cfg.guide_kwargs}: {err}.") from None
+

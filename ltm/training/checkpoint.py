@@ -316,11 +316,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), tokenizer, config
 
 
-def load_guide(path: str | Path, device: str | torch.device = "cpu"):
-    """The run's guide, with its global parameters (amortised guides) loaded from the checkpoint."""
+def load_guide(path: str | Path, device: str | torch.device = "cpu", model: nn.Module | None = None):
+    """The run's guide, with its global parameters (amortised guides) loaded from the checkpoint.
+
+    Args:
+        model: The run's model, which sizes guides with global parameters (default: built from
+            the checkpoint's config, without its weights).
+    """
     step_dir = resolve_checkpoint(path)
     config = read_config(step_dir)
-    guide = build_run_guide(config)
+    if model is None:
+        model = build_model(config, int(read_manifest(step_dir)["vocab_size"]))
+    guide = build_run_guide(config, model)
     load_weights(step_dir, guide=guide)
     return guide.to(device)
 

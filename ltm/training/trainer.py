@@ -90,7 +90,7 @@ class Trainer:
         pyro.set_rng_seed(cfg.seed)
         self.data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
         self.model = build_model(cfg, self.data.vocab_size).to(self.device)
-        self.guide = build_run_guide(cfg).to(self.device)
+        self.guide = build_run_guide(cfg, self.model).to(self.device)
         self.opt = DualRateOptimizer(self.model, self.guide, cfg.inner_config(), cfg.slow_config(),
                                      num_particles=cfg.num_particles, kl_control=cfg.kl_control(),
                                      early=cfg.early_inference())

@@ -79,7 +79,7 @@ def mutual_information(posteriors: list, draws: torch.Tensor) -> float:
     log_q = torch.cat([q.log_prob(draws[:, None]) for q in posteriors], dim=1)  # (M, M): [i, j]
     own = log_q.diagonal()  # (M,) log q(z_i | x_i)
     aggregate = log_q.logsumexp(1) - math.log(draws.shape[0])  # (M,) log q(z_i)
-    return float((own - aggregate).mean())
+    return float((own - aggregate).mean().detach())
 
 
 def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: int = 0,
@@ -89,9 +89,10 @@ def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: i
     Returns:
         The diagnostics, or None for a family without a stochastic sequence-level latent (exact
         NLL, or token-level thoughts whose prior depends on their context) or a guide without a
-        density (`distribution()` not implemented, e.g. the empty guide).
+        density (`has_density` False, e.g. MAP or Langevin; or `distribution()` not implemented,
+        e.g. the empty guide): KL and mutual information need log q(z).
     """
-    if family.exact_nll or not family.sequence_latent:
+    if family.exact_nll or not family.sequence_latent or not guide.has_density:
         return None
     posteriors, means, draws, kls = [], [], [], []
     with evaluation_mode(family, seed) as device, torch.no_grad():

@@ -11,7 +11,7 @@ from torch import nn
 
 from ltm.inference.elbo import ElboTerms, LatentELBO
 from ltm.inference.guides import LocalGuide, check_guide_fits_prior
-from ltm.inference.inner_loop import InnerLoopConfig, fit_local
+from ltm.inference.inner_loop import InnerLoopConfig, check_unrollable, fit_local
 from ltm.inference.kl_control import KLControl
 from ltm.inference.schedules import warmup_cosine
 
@@ -108,9 +108,15 @@ class DualRateOptimizer:
                  slow: SlowConfig | None = None, num_particles: int = 1, validate: bool = False,
                  kl_control: KLControl | None = None, early: EarlyInference | None = None):
         check_guide_fits_prior(guide, family.prior)
+        family.prior.bind_guide(guide)
         self.family, self.guide = family, guide
         self.inner, self.slow = inner or InnerLoopConfig(), slow or SlowConfig()
+        check_unrollable(guide, self.inner)
         self.kl_control = kl_control or KLControl()
+        if self.kl_control.active and not guide.has_density:
+            raise ValueError(f"free bits and KL warm-up act on KL(q || p), which guide "
+                             f"{type(guide).__name__} does not have (its q has no density); drop "
+                             f"--free-bits and --kl-warmup-steps for it.")
         self.early = early or EarlyInference()
         self.validate = validate
         self.inner_elbo = LatentELBO()
@@ -147,7 +153,8 @@ class DualRateOptimizer:
         self.family.train()
         step, k = self.steps_done, self.inner_steps_now()
         inner_losses = self.fit_local(tokens)
-        self.guide.detach_locals()
+        if not self.guide.unroll:  # an unrolled fit stays differentiable into the guide's globals
+            self.guide.detach_locals()
         terms = self.terms(tokens)
         n_tokens = tokens[:, 1:].numel()
         loss = -terms.elbo.sum() / n_tokens

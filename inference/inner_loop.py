@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyro
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.guides import LocalGuide
@@ -94,6 +95,8 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
     sampled = guide.sample_locals(lambda: -elbo.terms(family.model, guide, tokens).elbo, cfg.steps)
     if sampled is not None:
         return sampled
+    if guide.unroll and family.training and torch.is_grad_enabled():
+        return _unrolled_fit(family, guide, tokens, cfg, elbo)
     opt = FAST_OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr)
     n_tokens = tokens[:, 1:].numel()
     controlled, natural = kl_control is not None and kl_control.active, cfg.optimizer == "natgrad"
@@ -107,10 +110,7 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
             else:
                 loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
             value = loss.item()  # the one host sync of the step
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"inner step {k + 1}/{cfg.steps}: the ELBO loss is {value}; lower the "
-                    f"fast learning rate ({cfg.lr}) or check the prior and guide.")
+            _check_finite(value, k, cfg)
             if cfg.accumulate_decoder_grads:
                 (loss / n_tokens).backward()  # decoder grads accumulate at the slow step's scale
                 for p in params:
@@ -126,3 +126,37 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
             opt.zero_grad(set_to_none=True)
             losses.append(value)
     return losses
+
+
+def check_unrollable(guide: LocalGuide, cfg: InnerLoopConfig) -> None:
+    """Refuse an unrolled fit with a fast optimiser other than plain SGD."""
+    if guide.unroll and cfg.optimizer != "sgd":
+        raise ValueError(f"{type(guide).__name__} with unroll=True differentiates through plain "
+                         f"gradient steps; set the fast optimizer to 'sgd' (got '{cfg.optimizer}').")
+
+
+def _unrolled_fit(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
+                  elbo: LatentELBO) -> list[float]:
+    """K plain gradient steps from `guide.attach_locals()`, kept differentiable (`create_graph`),
+    so that the slow step's gradient reaches the guide's global parameters through the fit."""
+    check_unrollable(guide, cfg)
+    guide.attach_locals()
+    losses = []
+    with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
+        for k in range(cfg.steps):
+            lr = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
+            loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
+            value = loss.item()
+            _check_finite(value, k, cfg)
+            names = list(guide.locals)
+            grads = torch.autograd.grad(loss, [guide.locals[n] for n in names], create_graph=True)
+            guide.locals = {n: guide.locals[n] - lr * g for n, g in zip(names, grads, strict=True)}
+            losses.append(value)
+    return losses
+
+
+def _check_finite(value: float, k: int, cfg: InnerLoopConfig) -> None:
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"inner step {k + 1}/{cfg.steps}: the ELBO loss is {value}; lower the "
+            f"fast learning rate ({cfg.lr}) or check the prior and guide.")

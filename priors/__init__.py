@@ -13,9 +13,11 @@ if __name__ != "ltm.priors":  # the folder priors/ installs as ltm.priors: one n
 from ltm.core.registry import resolve
 from ltm.priors.base import Prior
 from ltm.priors.degenerate import ContextDelta, DeltaPrior
+from ltm.priors.flow import FlowPrior
 from ltm.priors.learned_normal import LearnedNormal
 from ltm.priors.mixture import MixtureOfGaussians
 from ltm.priors.standard_normal import StandardNormal
+from ltm.priors.vamp import VampPrior
 
 PRIORS: dict[str, type[Prior]] = {
     "standard_normal": StandardNormal,
@@ -23,6 +25,8 @@ PRIORS: dict[str, type[Prior]] = {
     "mixture": MixtureOfGaussians,
     "delta": DeltaPrior,
     "context_delta": ContextDelta,
+    "flow": FlowPrior,
+    "vamp": VampPrior,
 }
 
 
@@ -37,4 +41,4 @@ def build_prior(spec: str | type, num_latents: int, latent_dim: int, **kwargs) -
 
 
 __all__ = ["PRIORS", "Prior", "build_prior", "StandardNormal", "LearnedNormal",
-           "MixtureOfGaussians", "DeltaPrior", "ContextDelta"]
+           "MixtureOfGaussians", "DeltaPrior", "ContextDelta", "VampPrior", "FlowPrior"]

@@ -39,5 +39,9 @@ class Prior(nn.Module):
     def forward(self, context: torch.Tensor | None = None) -> TorchDistribution:
         raise NotImplementedError
 
+    def bind_guide(self, guide: nn.Module) -> None:
+        """Hook for priors defined through the guide's global parameters (the VampPrior reads the
+        amortised guide's encoder). The run calls it once guide and prior exist; default: nothing."""
+
     def extra_repr(self) -> str:
         return f"num_latents={self.num_latents}, latent_dim={self.latent_dim}"

@@ -30,6 +30,18 @@ class MixtureOfGaussians(Prior):
         self.logits = nn.Parameter(torch.zeros(num_components))  # (C,)
 
     def forward(self, context=None) -> dist.TorchDistribution:
-        flat = dist.MixtureOfDiagNormals(self.locs, self.log_scales.exp(), self.logits)
-        return dist.TransformedDistribution(flat, [ReshapeTransform(flat.event_shape,
-                                                                    self.event_shape)])
+        return diagonal_mixture(self.locs, self.log_scales.exp(), self.logits, self.event_shape)
+
+
+def diagonal_mixture(locs: torch.Tensor, scales: torch.Tensor, logits: torch.Tensor,
+                     event_shape: torch.Size) -> dist.TorchDistribution:
+    """A mixture of C diagonal Gaussians over the flattened block, reshaped to `event_shape`.
+
+    Args:
+        locs: Component means (C, N*D).
+        scales: Component scales (C, N*D).
+        logits: Component log-weights (C,).
+        event_shape: The thought shape (N, D).
+    """
+    flat = dist.MixtureOfDiagNormals(locs, scales, logits)
+    return dist.TransformedDistribution(flat, [ReshapeTransform(flat.event_shape, event_shape)])

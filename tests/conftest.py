@@ -51,17 +51,23 @@ TOPIC_DECODER = dict(vocab_size=32, block_size=48, n_layer=2, n_head=2, d_model=
 TOPIC_STEPS, TOPIC_BATCH, TOPIC_LR = 100, 32, 1e-2
 
 
-@pytest.fixture(scope="session")
-def topic_ltm(topic_corpus):
-    """A tiny LTM (2 latent vectors of width 16) trained briefly on the topic corpus."""
-    from ltm.inference import DualRateOptimizer, InnerLoopConfig, LocalGaussianGuide, SlowConfig
+def train_on_topics(train: torch.Tensor, guide: str = "gaussian", inner_steps: int = 6, **guide_kwargs):
+    """A tiny LTM (2 latent vectors of width 16) trained briefly on the topic corpus with `guide`."""
+    from ltm.inference import DualRateOptimizer, InnerLoopConfig, SlowConfig, build_guide
 
     torch.manual_seed(0)
-    train, _, _ = topic_corpus
     ltm = LatentThoughtModel.build(DecoderConfig(**TOPIC_DECODER, n_latent=2, d_latent=16))
-    opt = DualRateOptimizer(ltm, LocalGaussianGuide(), InnerLoopConfig(steps=6, lr=0.3),
+    context = {"vocab_size": TOPIC_DECODER["vocab_size"], "num_latents": 2, "latent_dim": 16}
+    opt = DualRateOptimizer(ltm, build_guide(guide, context, **guide_kwargs),
+                            InnerLoopConfig(steps=inner_steps, lr=0.3),
                             SlowConfig(lr=TOPIC_LR, warmup_steps=20, max_steps=TOPIC_STEPS,
                                        weight_decay=0.0))
     for batch in train.split(TOPIC_BATCH):
         opt.step(batch)
     return opt
+
+
+@pytest.fixture(scope="session")
+def topic_ltm(topic_corpus):
+    """A tiny LTM with the local Gaussian guide (K=6) trained briefly on the topic corpus."""
+    return train_on_topics(topic_corpus[0])

@@ -8,16 +8,22 @@ from __future__ import annotations
 import inspect
 
 from ltm.core.registry import resolve
+from ltm.inference.guides.amortized import AmortizedGuide
 from ltm.inference.guides.base import LocalGuide, check_guide_fits_prior, initial_loc
 from ltm.inference.guides.delta import DeltaGuide
+from ltm.inference.guides.flow import FlowGuide
 from ltm.inference.guides.gaussian import LocalGaussianGuide
 from ltm.inference.guides.prior import EmptyGuide, PriorGuide
+from ltm.inference.guides.semi_amortized import SemiAmortizedGuide
 
 GUIDES: dict[str, type[LocalGuide]] = {
     "gaussian": LocalGaussianGuide,
     "delta": DeltaGuide,
     "prior": PriorGuide,
     "none": EmptyGuide,
+    "flow": FlowGuide,
+    "amortized": AmortizedGuide,
+    "semi_amortized": SemiAmortizedGuide,
 }
 
 
@@ -42,4 +48,5 @@ def build_guide(spec: str | type, context: dict | None = None, **kwargs) -> Loca
 
 
 __all__ = ["GUIDES", "build_guide", "LocalGuide", "LocalGaussianGuide", "DeltaGuide", "PriorGuide",
-           "EmptyGuide", "check_guide_fits_prior", "initial_loc"]
+           "EmptyGuide", "AmortizedGuide", "SemiAmortizedGuide", "check_guide_fits_prior", "initial_loc",
+           "FlowGuide"]

@@ -29,12 +29,16 @@ class LocalGuide(nn.Module):
             log q(z), so they are refused for such guides; prefix-predictive scores stay sound.
         event_shape: The thought shape (N, D) a guide with global parameters was built for
             (checked against the prior's); None for guides sized by the prior at `reset`.
+        unroll: True for guides whose training fit is differentiated through: the inner loop
+            starts from `attach_locals()` and steps by plain gradient descent with
+            `create_graph`, and the slow step does not detach the result.
     """
 
     fits_degenerate_prior: bool = False
     starts_from_model: bool = False
     has_density: bool = True
     event_shape: tuple[int, int] | None = None
+    unroll: bool = False
 
     def __init__(self):
         super().__init__()
@@ -69,6 +73,11 @@ class LocalGuide(nn.Module):
                     start: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Initial local tensors for a batch (the base guide has none)."""
         return {}
+
+    def attach_locals(self) -> None:
+        """Replace the local tensors by differentiable functions of the guide's global parameters
+        (for `unroll`); guides without such globals do not unroll."""
+        raise NotImplementedError(f"{type(self).__name__} has no global parameters to unroll into.")
 
     def local_parameters(self) -> list[torch.Tensor]:
         """The tensors the fast inner loop optimises."""

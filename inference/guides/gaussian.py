@@ -32,12 +32,17 @@ class LocalGaussianGuide(LocalGuide):
         return {"loc": loc, "log_scale": torch.full_like(loc, math.log(self.init_scale))}
 
     def natural_gradient(self, grads):
-        """Inverse Fisher of N(loc, scale^2) per coordinate: scale^2 for loc, 1/2 for log scale."""
-        scale_sq = (2 * self.locals["log_scale"]).exp().detach()  # (B, N, D)
-        return {"loc": grads["loc"] * scale_sq, "log_scale": grads["log_scale"] / 2}
+        return gaussian_natural_gradient(self.locals, grads)
 
     def distribution(self):
         loc, scale = self.locals["loc"], self.locals["log_scale"].exp()  # (B, N, D)
         if self.fixed_noise is not None:
             return FixedNoiseNormal(loc, scale, self.fixed_noise).to_event(2)
         return dist.Normal(loc, scale).to_event(2)
+
+
+def gaussian_natural_gradient(locals_: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
+                              ) -> dict[str, torch.Tensor]:
+    """Inverse Fisher of N(loc, scale^2) per coordinate: scale^2 for loc, 1/2 for log scale."""
+    scale_sq = (2 * locals_["log_scale"]).exp().detach()  # (B, N, D)
+    return {"loc": grads["loc"] * scale_sq, "log_scale": grads["log_scale"] / 2}

@@ -57,4 +57,5 @@ def sample_text(checkpoint: str | Path, prompts: str | list[str] | None = None, 
     step_dir = resolve_checkpoint(checkpoint)  # once: model and guide come from the same step
     model, tokenizer, config = load_checkpoint(step_dir, device)
     prompts = [prompts] if isinstance(prompts, str) else prompts
-    return generate_text(model, tokenizer, config, prompts, guide=load_guide(step_dir, device, model), **kwargs)
+    guide = load_guide(step_dir, device, model)
+    return generate_text(model, tokenizer, config, prompts, guide=guide, **kwargs)

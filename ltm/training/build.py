@@ -24,7 +24,9 @@ def build_run_guide(cfg: TrainConfig, model: Family) -> LocalGuide:
     context = {"vocab_size": model.decoder.cfg.vocab_size, "num_latents": model.prior.num_latents,
                "latent_dim": model.prior.latent_dim}
     try:
-        return build_guide(spec, context, **cfg.guide_kwargs)
+        guide = build_guide(spec, context, **cfg.guide_kwargs)
     except TypeError as err:
         raise ConfigError(f"guide '{spec}' does not take guide_kwargs {cfg.guide_kwargs}: {err}.") from None
+    model.prior.bind_guide(guide)  # a prior built on the guide's encoder (vamp) reads it from here
+    return guide
 

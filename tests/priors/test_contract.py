@@ -14,11 +14,33 @@ N, D = 4, 8
 
 
 SEQUENCE_PRIORS = sorted(name for name, cls in PRIORS.items() if not cls.token_level)
+GUIDE_FOR = {"vamp": "amortized"}  # priors built on a guide's global parameters
+CONTEXT = {"vocab_size": 37, "num_latents": N, "latent_dim": D}  # tiny_config's vocabulary
+
+
+def guide_for(prior: Prior):
+    """A fresh guide that fits `prior`: the one it is built on (`GUIDE_FOR`), q = p for a point
+    mass, else the local Gaussian."""
+    name = next(n for n, cls in PRIORS.items() if cls is type(prior))
+    if name in GUIDE_FOR:
+        return build_guide(GUIDE_FOR[name], CONTEXT)
+    return build_guide("prior" if prior.is_degenerate else "gaussian")
+
+
+BOUND = {}  # id(prior) -> the guide it was bound to
+
+
+def make_prior(spec, guide=None) -> Prior:
+    """The prior, bound to `guide` (default: a fresh `guide_for` it)."""
+    prior = build_prior(spec, N, D)
+    BOUND[id(prior)] = guide or guide_for(prior)
+    prior.bind_guide(BOUND[id(prior)])
+    return prior
 
 
 @pytest.fixture(params=SEQUENCE_PRIORS)
 def prior(request) -> Prior:
-    return build_prior(request.param, N, D)
+    return make_prior(request.param)
 
 
 def test_shapes_and_finite_log_prob(prior):
@@ -42,7 +64,7 @@ def test_rsample_is_differentiable(prior):
 
 def test_slow_step_trains_learnable_parameters(prior, tokens):
     ltm = LatentThoughtModel(LatentThoughtModel.build(tiny_config()).decoder, prior)
-    guide = build_guide("prior" if prior.is_degenerate else "gaussian")
+    guide = BOUND[id(prior)]
     opt = DualRateOptimizer(ltm, guide, InnerLoopConfig(steps=2), SlowConfig(lr=1e-2, warmup_steps=1))
     before = {k: v.clone() for k, v in prior.state_dict().items()}
     result = opt.step(tokens)
@@ -55,7 +77,7 @@ def test_state_dict_round_trip(prior):
     with torch.no_grad():
         for p in prior.parameters():
             p.add_(torch.randn_like(p))
-    clone = build_prior(type(prior), N, D)
+    clone = make_prior(type(prior), BOUND[id(prior)])  # a guide's globals (vamp's encoder) stay the guide's
     clone.load_state_dict(prior.state_dict())
     z = prior().sample((4,))
     torch.testing.assert_close(clone().log_prob(z), prior().log_prob(z))

@@ -1,0 +1,48 @@
+"""The amortised guide: q(z | x) = N(mu_phi(x), diag sigma_phi(x)^2), an encoder read off the tokens."""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+
+from ltm.inference.fixed_noise import FixedNoiseNormal
+from ltm.inference.guides.base import LocalGuide
+from ltm.inference.guides.encoder import SequenceEncoder
+
+
+class AmortizedGuide(LocalGuide):
+    """A VAE encoder over the block: no local tensors, so inner steps K change nothing.
+
+    The encoder (`SequenceEncoder`) is a global module trained by the slow step: its parameters
+    get the ELBO's gradient through q, as in a plain VAE. `fit_local` hands it the tokens of each
+    batch (`reset(..., tokens=...)`); in prefix-predictive scoring it reads the prefix only.
+
+    Args:
+        vocab_size: Token vocabulary V (the run passes it).
+        num_latents: Latent vectors N (the run passes it).
+        latent_dim: Latent width D (the run passes it).
+        encoder_dim: Width E of the encoder's embedding and GRU.
+    """
+
+    def __init__(self, vocab_size: int, num_latents: int, latent_dim: int, encoder_dim: int = 64):
+        super().__init__()
+        self.encoder = SequenceEncoder(vocab_size, num_latents, latent_dim, encoder_dim)
+        self.event_shape = (num_latents, latent_dim)
+
+    def encode(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's (loc, log_scale), each (B, N, D), for the batch given to `reset`."""
+        if self.batch_tokens is None:
+            raise RuntimeError(f"{type(self).__name__} reads the batch's tokens: call "
+                               f"reset(prior, batch_size, tokens=tokens) (fit_local does) first.")
+        return self.encoder(self.batch_tokens)
+
+    def distribution(self):
+        loc, log_scale = self.encode()  # (B, N, D) each
+        return gaussian(loc, log_scale, self.fixed_noise)
+
+
+def gaussian(loc: torch.Tensor, log_scale: torch.Tensor, noise: torch.Tensor | None):
+    """N(loc, exp(log_scale)^2) over (N, D), reading a fixed noise draw (B, N, D) when given."""
+    if noise is not None:
+        return FixedNoiseNormal(loc, log_scale.exp(), noise).to_event(2)
+    return dist.Normal(loc, log_scale.exp()).to_event(2)

@@ -16,6 +16,9 @@ PUBLISHED_LABEL = ("published LTM protocol (for comparison with the paper only):
                    "the scored text with ONE noise draw reused by every inner step, scored with that "
                    "same draw; mean over sequences of exp(-ELBO_i / T_i). Optimistic: not a bound")
 
+JOINT_LABEL = ("-log p(x, z) per token at the guide's sample z (a MAP point or a Langevin draw): the "
+               "training objective of a guide without a density, not a bound on -log p(x)")
+
 
 def capped_exp(nats: float) -> float:
     """exp(nats), capped at exp(700) so a diverged number stays finite."""

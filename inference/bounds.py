@@ -8,6 +8,12 @@ only part that takes gradients, and only with respect to the guide's local tenso
 under `torch.no_grad()`, inside `torch.random.fork_rng` seeded with `seed` so the caller's RNG is
 untouched (`ltm.inference.posterior_fit`). For a deterministic family (empty guide) or a
 degenerate prior with the prior guide, every number equals the exact NLL per token.
+
+Which apply to which guide: the ELBO, the importance-weighted bound and the published protocol
+(an ELBO with its KL) need log q(z), so they refuse a guide without a tractable density
+(`LocalGuide.has_density` False: a MAP point, Langevin samples). Prefix-predictive scoring needs
+none: any q fitted on the prefix alone gives a predictive distribution of the continuation.
+
 Shapes: B batch, T tokens, S samples, N latent vectors, D latent width, V vocab.
 """
 
@@ -44,11 +50,27 @@ from ltm.inference.posterior_fit import (
 
 __all__ = ["ElboBound", "ImportanceWeightedBound", "PrefixPredictive", "PublishedProtocol",
            "fresh_noise_elbo", "importance_weighted_bound", "prefix_predictive_perplexity",
-           "published_protocol", "log_weights", "default_prefix_len"]
+           "published_protocol", "log_weights", "default_prefix_len", "require_density",
+           "density_refusal"]
+
 
 def default_prefix_len(block_tokens: int) -> int:
     """The prefix P of prefix-predictive scoring when none is given: half of a block of L tokens."""
     return block_tokens // 2
+
+
+def density_refusal(guide_name: str, protocol: str, instead: str) -> str:
+    """The one sentence refusing `protocol` (which needs log q(z)) for a guide without a density."""
+    return (f"the {protocol} needs log q(z), but guide {guide_name} has no tractable density (its q "
+            f"is a point mass or a sampler's output, e.g. a MAP point or Langevin samples); {instead}.")
+
+
+def require_density(guide, protocol: str) -> None:
+    """Raise ValueError (`density_refusal`) if `guide` has no tractable density q(z)."""
+    if not guide.has_density:
+        raise ValueError(density_refusal(type(guide).__name__, protocol,
+                                         "score it with prefix_predictive_perplexity (q fitted on a "
+                                         "prefix only, the continuation scored) instead"))
 
 
 def _check_count(name: str, value: int) -> None:
@@ -88,7 +110,11 @@ def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: in
 
     Returns:
         Reconstruction NLL and KL per token; `neg_elbo` is their sum (>= NLL in expectation).
+
+    Raises:
+        ValueError: for a guide without a density (`require_density`), or `num_draws` < 1.
     """
+    require_density(guide, "fresh-noise ELBO")
     _check_count("num_draws", num_draws)
     elbo, recon, kl, n_tok, n_seq = LatentELBO(num_particles=num_draws), 0.0, 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
@@ -111,8 +137,9 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
     stays >= the exact NLL in expectation. Guides without latent sites give the exact NLL.
 
     Raises:
-        ValueError: if `num_samples` < 1.
+        ValueError: for a guide without a density (`require_density`), or `num_samples` < 1.
     """
+    require_density(guide, "importance-weighted bound")
     _check_count("num_samples S", num_samples)
     total, n_tok, n_seq = 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
@@ -138,7 +165,11 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
     the true posterior predictive only when q equals the posterior p(z | prefix)). For finite S its
     expectation is >= -log p_q(c | prefix) (Jensen), decreasing in S; no bound with respect to the
     true model likelihood of the continuation is claimed in either direction. Deterministic
-    families: exactly the ordinary NLL of the continuation tokens (S is irrelevant).
+    families: exactly the ordinary NLL of the continuation tokens (S is irrelevant). A guide
+    without a density (`has_density` False) is a point mass after its fit (a MAP point, the final
+    state of a Langevin chain), so its S draws would coincide: it is scored with one, and the
+    result says `num_samples` 1 (a Langevin chain's state is one draw of the chain's law: the
+    estimate stays unbiased for that law's predictive).
 
     Args:
         tokens: Blocks (B, L) (L = T+1 tokens), or a list of them.
@@ -149,6 +180,7 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
     """
     _check_count("num_samples S", num_samples)
     _check_count("prefix_len", prefix_len)
+    num_samples = num_samples if guide.has_density else 1
     total, n_tok, n_seq = 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
         for batch in as_batches(tokens, device):
@@ -182,7 +214,12 @@ def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int =
     published code starts at log-variance -5: `LocalGaussianGuide(init_scale=math.exp(-2.5))`).
     This follows the protocol as described in DESIGN.md ("Evaluation must be honest"); it has not
     been checked line by line against the published source.
+
+    Raises:
+        ValueError: for a guide without a density (`require_density`): the number is an ELBO
+            whose KL needs log q(z) (for a point mass it would be -log p(z), no KL at all).
     """
+    require_density(guide, "published protocol (an ELBO: reconstruction + KL)")
     same_noise, elbo = replace(inner, reuse_noise=True), LatentELBO()
     recon, kl, nll, counts = [], [], [], []
     with evaluation_mode(model, seed) as device:

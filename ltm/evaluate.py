@@ -9,6 +9,9 @@ For each K (see `ltm.inference.bounds`): the fresh-noise ELBO bound (reconstruct
 the importance-weighted bound with S samples; prefix-predictive NLL (q fitted on the first P
 tokens of each block, the rest scored: comparable with an autoregressive model's perplexity); and
 the published protocol (same noise for fit and score; optimistic, not a bound), labelled as such.
+`--protocols` picks some (default: all that apply to the run's guide: a guide without a tractable
+density, such as the MAP point "delta" or "langevin", gets the prefix-predictive NLL only, since the
+other three need log q(z); asking for one of them is refused).
 Each K also reports the posterior diagnostics (KL per latent vector, active units, mutual
 information; `ltm.inference.diagnostics`), and `--long-fit N` the gap of each K to an N-step fit.
 Families whose NLL is exact get one heading, their exact NLL, computed once (`ltm.eval.exact`). Zero-shot sets
@@ -26,7 +29,14 @@ from pathlib import Path
 import torch
 
 from ltm.cli.errors import report_user_errors
-from ltm.cli.evaluate_args import build_parser, check_args, parse_budgets, zero_shot_paths
+from ltm.cli.evaluate_args import (
+    build_parser,
+    check_args,
+    check_protocols,
+    parse_budgets,
+    zero_shot_paths,
+)
+from ltm.eval.curve import PROTOCOL_KEYS
 from ltm.eval.held_out import PROTOCOLS, held_out_blocks, score_held_out
 from ltm.eval.zero_shot import check_sets, run_sets
 from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
@@ -44,20 +54,23 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("nothing to evaluate: --batches 0 and no zero-shot set (--wikitext2, --ptb, "
                          "--lambada, --blimp).")
     guide = load_guide(step_dir, args.device, model)
+    protocols = check_protocols(args, guide, sets)
     batch_size = args.batch_size or config.batch_size
     inner = replace(config.inner_config(), **{k: v for k, v in (("optimizer", args.fast_optimizer),
                                                                 ("lr", args.fast_lr)) if v is not None})
     print(f"checkpoint {step_dir} (model {config.model})")
     report = {"checkpoint": str(step_dir), "model": config.model, "seed": args.seed,
               "inner_loop": {"optimizer": inner.optimizer, "lr": inner.lr, "schedule": inner.schedule},
-              "labels": PROTOCOLS, "results": []}
+              "protocols": protocols,
+              "labels": {key: PROTOCOLS[key] for n, key in PROTOCOL_KEYS.items() if n in protocols},
+              "results": []}
     if args.batches:
         blocks = held_out_blocks(config, tokenizer, args.data, args.split)
         report.update(score_held_out(
             model, guide, blocks.fixed_batches(batch_size, args.batches), budgets, inner,
             data=args.data or f"{config.dataset} ({args.split})", num_samples=args.iwae_samples,
             prefix_len=prefix, num_draws=args.elbo_draws, seed=args.seed, plot=args.plot,
-            long_fit=args.long_fit))
+            long_fit=args.long_fit, protocols=protocols))
     if sets:
         report["zero_shot"] = run_sets(model, guide, tokenizer, sets, budgets, inner,
                                        config.block_size, num_samples=args.iwae_samples,

@@ -13,6 +13,7 @@ from ltm.inference.guides.base import LocalGuide, check_guide_fits_prior, initia
 from ltm.inference.guides.delta import DeltaGuide
 from ltm.inference.guides.flow import FlowGuide
 from ltm.inference.guides.gaussian import LocalGaussianGuide
+from ltm.inference.guides.langevin import LangevinGuide
 from ltm.inference.guides.prior import EmptyGuide, PriorGuide
 from ltm.inference.guides.semi_amortized import SemiAmortizedGuide
 
@@ -22,6 +23,7 @@ GUIDES: dict[str, type[LocalGuide]] = {
     "prior": PriorGuide,
     "none": EmptyGuide,
     "flow": FlowGuide,
+    "langevin": LangevinGuide,
     "amortized": AmortizedGuide,
     "semi_amortized": SemiAmortizedGuide,
 }
@@ -49,4 +51,4 @@ def build_guide(spec: str | type, context: dict | None = None, **kwargs) -> Loca
 
 __all__ = ["GUIDES", "build_guide", "LocalGuide", "LocalGaussianGuide", "DeltaGuide", "PriorGuide",
            "EmptyGuide", "AmortizedGuide", "SemiAmortizedGuide", "check_guide_fits_prior", "initial_loc",
-           "FlowGuide"]
+           "LangevinGuide", "FlowGuide"]

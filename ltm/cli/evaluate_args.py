@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from ltm.eval.curve import NEEDS_DENSITY, PROTOCOL_KEYS, default_protocols
+from ltm.eval.held_out import TITLES
 from ltm.eval.zero_shot import SETS
-from ltm.inference.bounds import default_prefix_len
+from ltm.inference.bounds import default_prefix_len, density_refusal
+
+# zero-shot sets scored (also) by the fresh-noise ELBO or the importance-weighted bound
+DENSITY_SETS = {"wikitext2": "fresh-noise ELBO", "ptb": "fresh-noise ELBO",
+                "blimp": "importance-weighted bound"}
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -21,6 +27,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                    help="split of the run's dataset to score (default: val)")
     p.add_argument("--data", default=None, help="score this text file instead (tokenized with the "
                    "checkpoint's tokenizer)")
+    p.add_argument("--protocols", default=None, help="comma list of elbo, iwae, prefix, published "
+                   "(default: all that apply to the run's guide; only prefix for a guide without a "
+                   "density, e.g. delta or langevin)")
     p.add_argument("--iwae-samples", type=int, default=8, help="S, samples of the importance-weighted "
                    "bound and the prefix-predictive mixture (default: 8)")
     p.add_argument("--elbo-draws", type=int, default=1, help="fresh noise draws the ELBO bound is "
@@ -82,3 +91,36 @@ def check_args(args: argparse.Namespace, block_size: int) -> int:
                          f"{block_size + 1} tokens (block_size {block_size} + 1); use 1 <= P <= "
                          f"{block_size}.")
     return prefix
+
+
+def check_protocols(args: argparse.Namespace, guide, sets: dict[str, str]) -> list[str]:
+    """The protocols to score (`--protocols`, default: all that apply to `guide`), refusing any that
+    needs log q(z), `--long-fit` and the zero-shot sets scored by a bound, for a guide without a
+    tractable density; and `--long-fit` without the ELBO."""
+    if args.protocols is None:
+        names = default_protocols(guide)
+    else:
+        asked = [n.strip() for n in args.protocols.split(",") if n.strip()]
+        unknown = [n for n in asked if n not in PROTOCOL_KEYS]
+        if unknown or not asked:
+            raise ValueError(f"--protocols takes a comma list of {', '.join(PROTOCOL_KEYS)}, got "
+                             f"'{args.protocols}'.")
+        names = [n for n in PROTOCOL_KEYS if n in asked]
+    name = type(guide).__name__
+    if not guide.has_density:
+        needing = [n for n in NEEDS_DENSITY if n in names]
+        if needing:
+            raise ValueError(f"--protocols {needing[0]}: " + density_refusal(
+                name, TITLES[needing[0]], "use --protocols prefix (the prefix-predictive NLL) instead"))
+        if args.long_fit is not None:
+            raise ValueError("--long-fit: " + density_refusal(
+                name, "gap to a long fit (in fresh-noise ELBOs)", "drop --long-fit"))
+        bounded = [s for s in DENSITY_SETS if s in sets]
+        if bounded:
+            s = bounded[0]
+            raise ValueError(f"--{s}: " + density_refusal(
+                name, f"{s} score (it includes the {DENSITY_SETS[s]})",
+                "score held-out text with --batches or --data (prefix-predictive), or use --lambada"))
+    elif args.long_fit is not None and "elbo" not in names:
+        raise ValueError("--long-fit reports each K's gap in the fresh-noise ELBO: add elbo to --protocols.")
+    return names

@@ -11,7 +11,9 @@
 `common:` and each run hold `TrainConfig` values (family sections nested); a run's values override
 the common ones, except the keys every run must share (`SHARED_KEYS`). `load_comparison` builds and
 checks every run's `TrainConfig` before anything is trained; a mistake is one sentence naming the
-run and the key.
+run and the key. A run whose guide has no tractable density (a MAP point, Langevin samples) is
+refused: every stochastic run is scored with the fresh-noise ELBO and the importance-weighted
+bound, which need log q(z).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pathlib import Path
 import yaml
 
 from ltm.core.errors import ConfigError
-from ltm.inference import InnerLoopConfig
+from ltm.core.registry import resolve
+from ltm.inference import GUIDES, InnerLoopConfig, LocalGuide
+from ltm.inference.bounds import density_refusal
 from ltm.training.config import TrainConfig, coerce_values, merge_values
 
 # One dataset, one tokenizer, one token budget: no run may set these on its own.
@@ -182,7 +186,21 @@ def _run_spec(entry, index: int, common: dict, out_dir: Path, source: str) -> Ru
     except (ConfigError, ValueError) as err:
         message = str(err).strip().splitlines()[0]
         raise ConfigError(message if f"run '{name}'" in message else f"{where}: {message}") from None
+    _refuse_density_free(config, where)
     return RunSpec(name, overrides, config)
+
+
+def _refuse_density_free(config: TrainConfig, where: str) -> None:
+    """Refuse a stochastic run whose guide has no tractable density (it has no ELBO to compare)."""
+    spec = config.guide or config.family.default_guide
+    try:
+        guide = resolve(spec, GUIDES, "guide")
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if not config.family.exact_nll and issubclass(guide, LocalGuide) and not guide.has_density:
+        raise ConfigError(f"{where}: " + density_refusal(
+            f"'{spec}'", "comparison's fresh-noise ELBO and importance-weighted bound",
+            "train it alone and score it with python -m ltm.evaluate (prefix-predictive NLL)"))
 
 
 def parse_comparison(data, source: str, out_dir: str | Path | None = None) -> Comparison:

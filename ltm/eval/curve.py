@@ -15,6 +15,11 @@ from ltm.inference.bounds import (
 from ltm.inference.diagnostics import posterior_diagnostics
 from ltm.inference.inner_loop import InnerLoopConfig
 
+# --protocols name -> curve key, in the table's column order
+PROTOCOL_KEYS = {"elbo": "fresh_noise_elbo", "iwae": "importance_weighted",
+                 "prefix": "prefix_predictive", "published": "published_protocol"}
+NEEDS_DENSITY = ("elbo", "iwae", "published")  # they need log q(z) (`LocalGuide.has_density`)
+
 # (curve key, per-token number in its dict, legend)
 CURVE_LINES = (
     ("fresh_noise_elbo", "neg_elbo", "fresh-noise -ELBO (bound)"),
@@ -24,9 +29,16 @@ CURVE_LINES = (
 )
 
 
+def default_protocols(guide) -> list[str]:
+    """Every protocol that applies to `guide`: all four, or only "prefix" for a guide without a
+    tractable density (the others need log q(z))."""
+    return [n for n in PROTOCOL_KEYS if guide.has_density or n not in NEEDS_DENSITY]
+
+
 def bounds_vs_inner_steps(model, guide, batches, budgets=(0, 1, 4, 16), num_samples: int = 8,
                           inner: InnerLoopConfig | None = None, prefix_len: int | None = None,
-                          num_draws: int = 1, seed: int = 0, diagnostics: bool = False) -> list[dict]:
+                          num_draws: int = 1, seed: int = 0, diagnostics: bool = False,
+                          protocols=None) -> list[dict]:
     """Every bound at each inner-step budget K.
 
     Args:
@@ -36,31 +48,35 @@ def bounds_vs_inner_steps(model, guide, batches, budgets=(0, 1, 4, 16), num_samp
         prefix_len: Prefix P for the prefix-predictive NLL (default: half the block length).
         diagnostics: Also give each K's posterior diagnostics (`ltm.inference.diagnostics`: KL per
             latent vector, active units, mutual information) under "diagnostics" (None for a
-            family without a stochastic latent).
+            family without a stochastic latent, or a guide without a density).
+        protocols: Names of `PROTOCOL_KEYS` to score (default: `default_protocols(guide)`).
 
     Returns:
         One JSON-ready dict per K: {"inner_steps": K, "fresh_noise_elbo": {...},
-        "importance_weighted": {...}, "prefix_predictive": {...}, "published_protocol": {...}},
-        each inner dict the `to_dict()` of that bound (with its `label`, nats per token, counts).
+        "importance_weighted": {...}, "prefix_predictive": {...}, "published_protocol": {...}}
+        (the requested ones), each inner dict the `to_dict()` of that bound (with its `label`,
+        nats per token, counts).
     """
     inner = inner or InnerLoopConfig()
+    protocols = default_protocols(guide) if protocols is None else list(protocols)
     first = batches if hasattr(batches, "shape") else batches[0]
     prefix_len = prefix_len or default_prefix_len(first.shape[1])
+    score = {
+        "elbo": lambda cfg: fresh_noise_elbo(model, guide, batches, cfg, num_draws, seed),
+        "iwae": lambda cfg: importance_weighted_bound(model, guide, batches, cfg, num_samples, seed),
+        "prefix": lambda cfg: prefix_predictive_perplexity(model, guide, batches, prefix_len, cfg,
+                                                           num_samples, seed),
+        "published": lambda cfg: published_protocol(model, guide, batches, cfg, seed),
+    }
     curve = []
     for k in budgets:
         cfg = replace(inner, steps=int(k))
-        curve.append({
-            "inner_steps": int(k),
-            "fresh_noise_elbo": fresh_noise_elbo(model, guide, batches, cfg, num_draws, seed).to_dict(),
-            "importance_weighted": importance_weighted_bound(model, guide, batches, cfg, num_samples,
-                                                             seed).to_dict(),
-            "prefix_predictive": prefix_predictive_perplexity(model, guide, batches, prefix_len, cfg,
-                                                              num_samples, seed).to_dict(),
-            "published_protocol": published_protocol(model, guide, batches, cfg, seed).to_dict(),
-        })
+        row = {"inner_steps": int(k)}
+        row.update({PROTOCOL_KEYS[n]: score[n](cfg).to_dict() for n in PROTOCOL_KEYS if n in protocols})
         if diagnostics:
-            found = posterior_diagnostics(model, guide, batches, cfg, seed)
-            curve[-1]["diagnostics"] = None if found is None else found.to_dict()
+            found = posterior_diagnostics(model, guide, batches, cfg, seed) if guide.has_density else None
+            row["diagnostics"] = None if found is None else found.to_dict()
+        curve.append(row)
     return curve
 
 

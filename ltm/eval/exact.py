@@ -31,7 +31,14 @@ def exact_scores(family, batches, prefix_len: int, seed: int = 0) -> dict:
     Returns:
         {"label", "nll", "perplexity", "tokens", "sequences", "continuation": {"prefix_len", "nll",
         "perplexity", "tokens"}}, NLLs in nats per token.
+
+    Raises:
+        ValueError: for a family whose thoughts are stochastic (no exact NLL to compute).
     """
+    if not family.exact_nll:
+        raise ValueError(f"model '{family.name}' has stochastic thoughts, so its NLL is not exact "
+                         f"and one forward pass does not give it; score it with the fresh-noise ELBO, "
+                         f"the importance-weighted bound or prefix-predictive NLL (ltm.inference.bounds).")
     total, n_tok, cont, n_cont, n_seq = 0.0, 0, 0.0, 0, 0
     with evaluation_mode(family, seed) as device, torch.no_grad():
         for batch in as_batches(batches, device):

@@ -5,6 +5,8 @@ ELBO bound (reconstruction + KL per token); the importance-weighted bound with S
 prefix-predictive NLL (q fitted on the first P tokens of each block, the rest scored: comparable
 with an autoregressive model's perplexity); and the published protocol (same noise for fit and
 score; optimistic, not a bound). A family whose NLL is exact gets one heading, its exact NLL.
+A guide without a tractable density (a MAP point, Langevin samples) gets the prefix-predictive NLL
+only: the other three need log q(z) (`ltm.eval.curve.default_protocols`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,29 @@ from ltm.data import TokenBlocks, prepare_data
 from ltm.data.corpus import load_documents
 from ltm.data.prepare import pack
 from ltm.data.tokenizer import special_ids
-from ltm.eval.curve import bounds_vs_inner_steps, plot_curve
+from ltm.eval.curve import (
+    NEEDS_DENSITY,
+    PROTOCOL_KEYS,
+    bounds_vs_inner_steps,
+    default_protocols,
+    plot_curve,
+)
 from ltm.eval.exact import exact_scores, format_exact
 from ltm.inference import InnerLoopConfig
 from ltm.inference.bound_results import ELBO_LABEL, IWAE_LABEL, PREFIX_LABEL, PUBLISHED_LABEL
 from ltm.inference.bounds import default_prefix_len, fresh_noise_elbo
 
+TITLES = {"elbo": "fresh-noise ELBO", "iwae": "importance-weighted bound",
+          "prefix": "prefix-predictive NLL", "published": "published protocol"}
+
 PROTOCOLS = {"fresh_noise_elbo": ELBO_LABEL, "importance_weighted": IWAE_LABEL,
              "prefix_predictive": PREFIX_LABEL, "published_protocol": PUBLISHED_LABEL}
+# (column header, number in the protocol's dict, format) per protocol, in table order
+COLUMNS = {"elbo": (("recon", "reconstruction", "8.4f"), ("KL", "kl", "8.4f"), ("-ELBO", "neg_elbo", "8.4f"),
+                    ("ppl <=", "perplexity_bound", "9.2f")),
+           "iwae": (("IWAE", "nll_bound", "8.4f"), ("ppl <=", "perplexity_bound", "9.2f")),
+           "prefix": (("prefix", "nll", "8.4f"), ("ppl", "perplexity", "9.2f")),
+           "published": (("publ.*", "neg_elbo", "8.4f"), ("ppl*", "mean_sequence_perplexity", "9.2f"))}
 EXACT_NOTE = ("deterministic family (no latent to infer): one heading, its exact NLL per token "
               "(and that of the continuation after the prefix), computed once per batch")
 
@@ -68,58 +85,84 @@ def held_out_blocks(config, tokenizer, data_file: str | None = None, split: str 
     return data.train if split == "train" else data.val
 
 
+def absent_note(guide, protocols: list[str]) -> str | None:
+    """One sentence on why the protocols needing log q(z) are absent for a guide without a density."""
+    missing = [TITLES[n] for n in NEEDS_DENSITY if n not in protocols]
+    if guide.has_density or not missing:
+        return None
+    listed = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+    return (f"not shown: the {listed}, which need log q(z), while guide "
+            f"{type(guide).__name__} has no tractable density (a point mass or a sampler's output); "
+            f"the prefix-predictive NLL needs none.")
+
+
 def score_held_out(model, guide, batches, budgets: list[int], inner: InnerLoopConfig, *, data: str,
                    num_samples: int = 8, prefix_len: int | None = None, num_draws: int = 1,
-                   seed: int = 0, plot: str | None = None, long_fit: int | None = None) -> dict:
-    """The four protocols on held-out batches at every budget K, printed as a table, with the
-    posterior diagnostics at each K and the gap to a long fit; for a deterministic family, its
-    exact NLL once (`ltm.eval.exact`).
+                   seed: int = 0, plot: str | None = None, long_fit: int | None = None,
+                   protocols: list[str] | None = None) -> dict:
+    """The protocols (default: all that apply to the guide) on held-out batches at every budget K,
+    printed as a table, with the posterior diagnostics at each K and the gap to a long fit; for a
+    deterministic family, its exact NLL once (`ltm.eval.exact`).
 
     Returns:
-        The JSON-ready part of the report: {"data", "exact", "note", "results": curve} (and
-        "long_fit"), or for a deterministic family {"data", "exact", "exact_nll", "results": []}.
+        The JSON-ready part of the report: {"data", "exact", "note", "protocols", "results": curve}
+        (and "long_fit"), or for a deterministic family {"data", "exact", "exact_nll", "results": []}.
+
+    Raises:
+        ValueError: for `long_fit` without the "elbo" protocol (the gap is in fresh-noise ELBOs).
     """
     prefix_len = prefix_len or default_prefix_len(batches[0].shape[1])
     if model.exact_nll:
         scores = exact_scores(model, batches, prefix_len, seed)
         print(f"data {data}:\n{format_exact(scores)}")
         return {"data": data, "exact": True, "note": EXACT_NOTE, "exact_nll": scores, "results": []}
+    protocols = default_protocols(guide) if protocols is None else list(protocols)
+    if long_fit and "elbo" not in protocols:
+        raise ValueError("--long-fit reports each K's gap in the fresh-noise ELBO: add elbo to --protocols.")
     curve = bounds_vs_inner_steps(model, guide, batches, budgets, num_samples, inner, prefix_len,
-                                  num_draws, seed, diagnostics=True)
-    report = {"data": data, "exact": False, "note": None, "results": curve}
+                                  num_draws, seed, diagnostics=True, protocols=protocols)
+    note = absent_note(guide, protocols)
+    report = {"data": data, "exact": False, "note": note, "protocols": protocols, "results": curve}
     if long_fit:
         long = fresh_noise_elbo(model, guide, batches, replace(inner, steps=long_fit), num_draws, seed)
         report["long_fit"] = long.to_dict()
         for row in curve:
             row["gap_to_long_fit"] = row["fresh_noise_elbo"]["neg_elbo"] - long.neg_elbo
-    print(f"data {data}, {curve[0]['fresh_noise_elbo']['tokens']} tokens, nats/token:\n"
-          f"{format_table(curve)}\n{format_legend(curve)}\n{format_diagnostics(curve, report)}")
+    n_tokens = sum(b[:, 1:].numel() for b in batches)
+    diagnostics = (format_diagnostics(curve, report) if guide.has_density else
+                   f"latent use: not computed (KL per latent vector and mutual information need log "
+                   f"q(z), which guide {type(guide).__name__} does not have)")
+    print(f"data {data}, {n_tokens} tokens, nats/token:\n{format_table(curve, protocols)}\n"
+          f"{format_legend(curve, protocols)}" + (f"\n  {note}" if note else "") + f"\n{diagnostics}")
     if plot:
         print(f"wrote {plot_curve(curve, plot)}")
     return report
 
 
-def format_table(curve: list[dict]) -> str:
-    """One row per K: fresh-noise ELBO (recon, KL, sum), IWAE, prefix-predictive, published."""
-    lines = [f"{'K':>4} {'recon':>8} {'KL':>8} {'-ELBO':>8} {'ppl <=':>9} {'IWAE':>8} {'ppl <=':>9} "
-             f"{'prefix':>8} {'ppl':>9} {'publ.*':>8} {'ppl*':>9}"]
+def format_table(curve: list[dict], protocols=tuple(PROTOCOL_KEYS)) -> str:
+    """One row per K: fresh-noise ELBO (recon, KL, sum), IWAE, prefix-predictive, published (those
+    in `protocols`)."""
+    columns = [(PROTOCOL_KEYS[n], *col) for n in PROTOCOL_KEYS if n in protocols for col in COLUMNS[n]]
+    lines = [" ".join([f"{'K':>4}"] + [f"{head:>{fmt.split('.')[0]}}" for _, head, _, fmt in columns])]
     for row in curve:
-        e, w, p, pub = (row[k] for k in PROTOCOLS)
-        lines.append(f"{row['inner_steps']:>4} {e['reconstruction']:>8.4f} {e['kl']:>8.4f} "
-                     f"{e['neg_elbo']:>8.4f} {e['perplexity_bound']:>9.2f} {w['nll_bound']:>8.4f} "
-                     f"{w['perplexity_bound']:>9.2f} {p['nll']:>8.4f} {p['perplexity']:>9.2f} "
-                     f"{pub['neg_elbo']:>8.4f} {pub['mean_sequence_perplexity']:>9.2f}")
+        lines.append(" ".join([f"{row['inner_steps']:>4}"] +
+                              [f"{row[key][field]:>{fmt}}" for key, _, field, fmt in columns]))
     return "\n".join(lines)
 
 
-def format_legend(curve: list[dict]) -> str:
-    first = curve[0]
-    return "\n".join([
-        f"  -ELBO: {ELBO_LABEL}",
-        f"  IWAE (S={first['importance_weighted']['num_samples']}): {IWAE_LABEL}",
-        f"  prefix (P={first['prefix_predictive']['prefix_len']}, "
-        f"{first['prefix_predictive']['tokens']} continuation tokens): {PREFIX_LABEL}",
-        f"  publ.*: {PUBLISHED_LABEL} (ppl*: mean over sequences of exp per sequence)"])
+def format_legend(curve: list[dict], protocols=tuple(PROTOCOL_KEYS)) -> str:
+    first, lines = curve[0], []
+    if "elbo" in protocols:
+        lines.append(f"  -ELBO: {ELBO_LABEL}")
+    if "iwae" in protocols:
+        lines.append(f"  IWAE (S={first['importance_weighted']['num_samples']}): {IWAE_LABEL}")
+    if "prefix" in protocols:
+        p = first["prefix_predictive"]
+        lines.append(f"  prefix (P={p['prefix_len']}, S={p['num_samples']}, {p['tokens']} continuation "
+                     f"tokens): {PREFIX_LABEL}")
+    if "published" in protocols:
+        lines.append(f"  publ.*: {PUBLISHED_LABEL} (ppl*: mean over sequences of exp per sequence)")
+    return "\n".join(lines)
 
 
 def format_diagnostics(curve: list[dict], report: dict) -> str:

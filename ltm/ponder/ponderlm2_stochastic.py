@@ -12,6 +12,15 @@ pass gives the prior's means (the hidden state before each thought slot) and the
 is "z" with event shape (T*K, D) per sequence (T = the training block length), so the generic
 local guides and the dual-rate optimiser apply unchanged. Decoding uses the prior means (sigma
 set to 0), i.e. PonderLM-2's exact sequential decode.
+
+Prefix-predictive scoring (`ltm.inference.bounds`, `ltm.eval.scoring`) fits q on a prefix of P
+tokens, i.e. on the thoughts of its first P-1 tokens (the model accepts blocks shorter than the
+training length), and passes a draw of them as `latents` to `full_logits`. The continuation's
+thoughts (those of tokens P-1 ... T-1) have no fitted q: `full_logits` draws them from the prior
+given their context, slot by slot, conditioned on the scored tokens. One call then gives
+p(c | prefix, z_prefix, z_rest) with z_rest ~ p(z_rest | prefix, z_prefix, c): an unbiased estimate
+of p(c | prefix, z_prefix), so the S-draw mixture is an unbiased estimate of the q-predictive
+E_q[p(c | prefix, z_prefix)], as for a sequence-level latent.
 """
 
 from __future__ import annotations
@@ -115,13 +124,7 @@ class ThoughtSequence(dist.TorchDistribution):
         if sample_shape != torch.Size():
             raise NotImplementedError("ThoughtSequence draws one sample per sequence.")
         B, T, D = self.x.shape
-        K, sigma = self.family.thoughts, self.family.prior.sigma
-        z = self.x.new_zeros(B, T, K, D)  # (B, T, K, D)
-        for t in range(T):
-            for k in range(K):
-                h = self.family.run_slots(self.x[:, :t + 1], z[:, :t + 1])  # (B, t+1, K+1, D)
-                z[:, t, k] = h[:, t, k] + sigma * torch.randn_like(h[:, t, k])
-        return z.reshape(B, T * K, D)
+        return self.family.prior_thoughts(self.x).reshape(B, T * self.family.thoughts, D)
 
 
 class ThoughtGuide(LocalGaussianGuide):
@@ -178,15 +181,16 @@ class StochasticPonderLM2(PonderLM2):
                    init_sigma=options.init_sigma, jacobi_sweeps=options.jacobi_sweeps)
 
     def model(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Pyro model over blocks `tokens` (B, T+1), T = seq_len.
+        """Pyro model over blocks `tokens` (B, T+1), T <= seq_len (shorter blocks: prefixes, short
+        texts; the site then has event shape (T*K, D)).
 
         Returns:
             The thoughts z (B, T*K, D).
         """
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
-        if inputs.shape[1] != self.seq_len:
-            raise ValueError(f"StochasticPonderLM2 was built for sequences of {self.seq_len} tokens "
-                             f"(the site's event shape), got {inputs.shape[1]}.")
+        if inputs.shape[1] > self.seq_len:
+            raise ValueError(f"StochasticPonderLM2 was built for sequences of at most {self.seq_len} "
+                             f"tokens, got {inputs.shape[1]}.")
         x = self.token_inputs(inputs)  # (B, T, D)
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
             prior = ThoughtSequence(self, x)
@@ -194,6 +198,45 @@ class StochasticPonderLM2(PonderLM2):
             h = prior.means(z)[0][:, :, -1]  # (B, T, D): the last slot of each token predicts
             pyro.sample(TOKEN_SITE, TokenSequence(self.decoder.logits(h)), obs=targets)
         return z
+
+    @torch.no_grad()
+    def prior_thoughts(self, x: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+        """Thoughts (B, T, K, D) of token inputs x (B, T, D): `given` (B, T0*K, D) for the first T0
+        tokens, the rest drawn from the prior N(h(slot before), sigma^2) slot by slot."""
+        B, T, D = x.shape
+        K, sigma = self.thoughts, self.prior.sigma
+        z = x.new_zeros(B, T, K, D)  # (B, T, K, D)
+        start = 0 if given is None else given.shape[1] // K
+        if given is not None:
+            z[:, :start] = given.reshape(B, start, K, D)
+        for t in range(start, T):
+            for k in range(K):
+                h = self.run_slots(x[:, :t + 1], z[:, :t + 1])  # (B, t+1, K+1, D)
+                z[:, t, k] = h[:, t, k] + sigma * torch.randn_like(h[:, t, k])
+        return z
+
+    def full_logits(self, tokens: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits (B, T, V) of `tokens` (B, T).
+
+        Args:
+            latents: None: the prior-mean thoughts (sigma 0, as decoding uses). Else the thoughts
+                (B, T0*K, D) of the first T0 <= T tokens (a draw of q fitted on a prefix of T0+1
+                tokens); those of the later tokens are drawn from the prior given their context
+                (see the module notes), so each call is one draw. Anything else (e.g. a
+                sequence-level z) is refused: this family has none.
+        """
+        if latents is None:
+            return super().full_logits(tokens)
+        B, T = tokens.shape
+        K, D = self.thoughts, self.decoder.cfg.d_model
+        if latents.dim() != 3 or latents.shape[0] != B or latents.shape[2] != D \
+                or latents.shape[1] % K or latents.shape[1] > T * K:
+            self.refuse_latents(latents)
+        self.check_length(T)
+        with torch.no_grad():
+            x = self.token_inputs(tokens)  # (B, T, D)
+            h = self.run_slots(x, self.prior_thoughts(x, latents))[:, :, -1]  # (B, T, D)
+            return self.decoder.logits(h)  # (B, T, V)
 
     @torch.no_grad()
     def exact_thoughts_given(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

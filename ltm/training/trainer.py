@@ -1,7 +1,7 @@
 """The training loop: data, model, guide and the dual-rate optimiser; metrics, validation, checkpoints.
 
     trainer = Trainer(TrainConfig(max_steps=100, out_dir="runs/x"))
-    trainer.train()  # -> the final validation `ElboBound`
+    trainer.train()  # -> the final validation `ElboBound` (`PrefixPredictive` for a guide without a density)
 
 Resuming (`resume="auto"` or a checkpoint path) restores the parameters, the slow optimiser and its
 scheduler, the step, every RNG state and the data order, so the run continues exactly as if it had
@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from ltm.core.errors import CheckpointError, ConfigError
 from ltm.data import BatchIterator, prepare_data
 from ltm.inference import DualRateOptimizer
-from ltm.inference.bound_results import ELBO_LABEL, ElboBound
-from ltm.inference.bounds import fresh_noise_elbo
+from ltm.inference.bound_results import ELBO_LABEL, JOINT_LABEL, PREFIX_LABEL, ElboBound, PrefixPredictive
+from ltm.inference.bounds import default_prefix_len, fresh_noise_elbo, prefix_predictive_perplexity
 from ltm.inference.diagnostics import posterior_diagnostics
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.checkpoint import (
@@ -154,14 +154,18 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def validate(self) -> ElboBound | None:
+    def validate(self) -> ElboBound | PrefixPredictive | None:
         """Held-out numbers on the fixed validation batches: the exact NLL for a deterministic
-        family; else the fresh-noise ELBO bound with the eval budget K, and the posterior
-        diagnostics (KL per latent vector, active units, mutual information)."""
+        family; for a guide without a tractable density (a MAP point, Langevin samples), which has
+        no ELBO, the prefix-predictive NLL with the eval budget K (q fitted on each block's first
+        half, the rest scored); else the fresh-noise ELBO bound with the eval budget K, and the
+        posterior diagnostics (KL per latent vector, active units, mutual information)."""
         cfg = self.cfg
         if not self.val_batches:
             return None
         k = cfg.eval_steps
+        if not self.guide.has_density:
+            return self._validate_prefix(k)
         bound = fresh_noise_elbo(self.model, self.guide, self.val_batches, cfg.inner_config(k),
                                  seed=cfg.seed + self.step)
         record = {key: v for key, v in bound.to_dict().items() if key != "label"}
@@ -182,6 +186,18 @@ class Trainer:
             self.log(f"             {diagnostics.summary()}")
         return bound
 
+    def _validate_prefix(self, k: int) -> PrefixPredictive:
+        """The prefix-predictive NLL at K (the guide has no density, so no ELBO), logged as such."""
+        prefix_len = default_prefix_len(self.val_batches[0].shape[1])
+        score = prefix_predictive_perplexity(self.model, self.guide, self.val_batches, prefix_len,
+                                             self.cfg.inner_config(k), seed=self.cfg.seed + self.step)
+        record = {key: v for key, v in score.to_dict().items() if key != "label"}
+        self.metrics.write({"step": self.step, "split": "val", "protocol": "prefix_predictive", **record})
+        self.log(f"step {self.step:>6} | val {score.nll:.4f} nats/token, perplexity {score.perplexity:.2f} "
+                 f"of the continuation after P={prefix_len} tokens (K={k}, prefix-predictive NLL; guide "
+                 f"{type(self.guide).__name__} has no density, so no ELBO)")
+        return score
+
     def save(self) -> Path:
         state = {"step": self.step, "optimizer": self.opt.optimizer.state_dict(),
                  "scheduler": self.opt.scheduler.state_dict(), "rng": rng_state(),
@@ -197,10 +213,22 @@ class Trainer:
             return {}
         return {"inner_steps": result.inner_steps, "kl_weight": result.kl_weight}
 
+    def _loss_record(self, result) -> dict:
+        """A step's loss fields for metrics.jsonl: the ELBO's terms and its perplexity bound, or for a
+        guide without a density -log p(x, z) at its sample, -log p(x | z) and -log p(z) (no bound)."""
+        if self.guide.has_density:
+            return {"loss": result.loss, "reconstruction": result.reconstruction, "kl": result.kl,
+                    "perplexity_bound": result.perplexity_bound}
+        return {"loss": result.loss, "reconstruction": result.reconstruction, "neg_log_prior": result.kl}
+
     def _postfix(self, result) -> dict:
-        """The progress bar's loss fields: NLL and perplexity, or the ELBO's terms and its bound."""
+        """The progress bar's loss fields: NLL and perplexity, the ELBO's terms and its bound, or
+        -log p(x, z) at the sample of a guide without a density (not a bound)."""
         if self.model.exact_nll:
             return {"nll": f"{result.loss:.3f}", "ppl": f"{result.perplexity_bound:.1f}"}
+        if not self.guide.has_density:
+            return {"neg_log_joint": f"{result.loss:.3f}", "recon": f"{result.reconstruction:.3f}",
+                    "neg_log_prior": f"{result.kl:.3f}"}
         return {"loss": f"{result.loss:.3f}", "recon": f"{result.reconstruction:.3f}",
                 "kl": f"{result.kl:.3f}", "ppl_bound": f"{result.perplexity_bound:.1f}"}
 
@@ -233,11 +261,9 @@ class Trainer:
             self.step += 1
             tok_s = tokens_per_step / (time.perf_counter() - start)
             family = self.model.metrics()
-            self.metrics.write({"step": self.step, "split": "train", "loss": result.loss,
-                                "reconstruction": result.reconstruction, "kl": result.kl,
-                                "perplexity_bound": result.perplexity_bound, "lr": result.lr,
-                                "grad_norm": result.grad_norm, "tokens_per_s": tok_s, **family,
-                                **self._latent_record(result)})
+            self.metrics.write({"step": self.step, "split": "train", **self._loss_record(result),
+                                "lr": result.lr, "grad_norm": result.grad_norm, "tokens_per_s": tok_s,
+                                **family, **self._latent_record(result)})
             bar.set_postfix(**self._postfix(result), tok_s=f"{tok_s:.0f}",
                             **{k: f"{v:.2f}" for k, v in family.items()}, refresh=False)
             bar.update()
@@ -247,8 +273,11 @@ class Trainer:
                 path = self.save()
                 self.log(f"step {self.step:>6} | saved {path}")
         bar.close()
-        protocol = "exact NLL" if self.model.exact_nll else ELBO_LABEL
+        protocol = ("exact NLL" if self.model.exact_nll else ELBO_LABEL if self.guide.has_density
+                    else PREFIX_LABEL)
         label = f" Validation numbers are the {protocol}." if bound is not None else ""
+        if not self.guide.has_density:
+            label += f" Training losses are {JOINT_LABEL}."
         self.log(f"done: step {self.step} in {time.perf_counter() - started:.1f} s; checkpoints in "
                  f"{self.out_dir}.{label}")
         return bound

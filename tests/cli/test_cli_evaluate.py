@@ -155,3 +155,19 @@ def test_held_out_q_may_be_fitted_with_other_inner_loop_settings(capsys, tmp_pat
     assert at[1][0] != pytest.approx(at[1][1])  # K=2: another fit, another bound
     assert main(["--checkpoint", str(run), "--fast-lr", "-1"]) == 2
     assert "fast learning rate must be > 0" in capsys.readouterr().err
+
+
+def test_protocols_picks_columns_and_long_fit_needs_the_elbo(capsys, tmp_path, tmp_path_factory):
+    run, out = shared_run(tmp_path_factory), tmp_path / "eval.json"
+    capsys.readouterr()
+    assert main(["--checkpoint", str(run), "--inner-steps", "0,1", "--batches", "1", "--iwae-samples", "2",
+                 "--protocols", "prefix,elbo", "--long-fit", "2", "--out", str(out)]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("K "))
+    assert header.split() == ["K", "recon", "KL", "-ELBO", "ppl", "<=", "prefix", "ppl"]
+    report = json.loads(out.read_text())
+    assert report["protocols"] == ["elbo", "prefix"] and "long_fit" in report
+    assert set(report["labels"]) == {"fresh_noise_elbo", "prefix_predictive"}
+    assert all(set(r) >= {"fresh_noise_elbo", "prefix_predictive", "gap_to_long_fit"} and
+               "importance_weighted" not in r for r in report["results"])
+    assert main(["--checkpoint", str(run), "--protocols", "prefix", "--long-fit", "2"]) == 2
+    assert "--long-fit reports each K's gap in the fresh-noise ELBO" in capsys.readouterr().err

@@ -109,9 +109,10 @@ def _run_everything(flags: list[str], tmp_path, tmp_path_factory, capsys) -> dic
         assert report["results"] == [] and math.isfinite(report["exact_nll"]["nll"])
         return report | {"run": split}
     assert [r["inner_steps"] for r in report["results"]] == [0, 2]
-    for r in report["results"]:
+    for r in report["results"]:  # a guide without a density (delta) gets prefix-predictive only
+        assert "prefix_predictive" in r
         assert all(math.isfinite(v) for k in ("fresh_noise_elbo", "importance_weighted", "prefix_predictive")
-                   for v in r[k].values() if isinstance(v, float))
+                   if k in r for v in r[k].values() if isinstance(v, float))
     return report | {"run": split}
 
 
@@ -125,6 +126,8 @@ def test_priors_and_guides_end_to_end(prior, guide, tmp_path, tmp_path_factory, 
     model = load_checkpoint(report["run"])[0]
     assert type(model.prior).__name__ == ("MixtureOfGaussians" if prior == "mixture" else "LaplacePrior")
     assert report["exact"] is False
+    every = ["elbo", "iwae", "prefix", "published"]
+    assert report["protocols"] == (["prefix"] if guide == "delta" else every)  # delta: no density
 
 
 def test_a_family_defined_outside_ltm_end_to_end(tmp_path, tmp_path_factory, capsys):

@@ -127,6 +127,8 @@ BAD = {
     "no runs": (dict(runs=[]), ("names no runs",)),
     "a run sets out_dir": (dict(runs=[{"name": "x", "model": "vanilla", "out_dir": "elsewhere"}]),
                            ("run 'x'", "out_dir")),
+    "a guide without a density": (dict(runs=[RUNS[0], {"name": "map", "model": "ltm", "guide": "delta"}]),
+                                  ("run 'map'", "guide 'delta' has no tractable density", "ltm.evaluate")),
 }
 
 

@@ -16,6 +16,7 @@ from ltm.inference import (
     LatentELBO,
     LocalGaussianGuide,
     SlowConfig,
+    build_guide,
     fit_local,
 )
 from ltm.training.config import TrainConfig
@@ -116,3 +117,9 @@ def test_remedies_are_refused_for_a_family_without_a_latent(flag):
 def test_remedies_are_off_by_default():
     cfg = TrainConfig()
     assert not cfg.kl_control().active and cfg.early_inference().budget(0, 4) == 4
+
+
+@pytest.mark.parametrize("guide", ["delta", "langevin"])
+def test_kl_remedies_are_refused_for_a_guide_without_a_density(guide, tiny_ltm):
+    with pytest.raises(ValueError, match="act on KL\\(q \\|\\| p\\), which guide .* does not have"):
+        DualRateOptimizer(tiny_ltm, build_guide(guide), kl_control=KLControl(free_bits=1.0))

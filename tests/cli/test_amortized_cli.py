@@ -7,8 +7,7 @@ import pytest
 
 from ltm.train import main as train_main
 from ltm.training.checkpoint import load_checkpoint, load_guide
-from tests.cli.test_cli_extensions import _run_everything
-from tests.cli_helpers import one_thread, shared_paths, tiny_flags, train_losses  # noqa: F401 (fixture)
+from tests.cli_helpers import one_thread, run_everything, shared_paths, tiny_flags, train_losses  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
       "--guide-kwargs", '{"encoder_dim": 16}'], "AmortizedGuide", "VampPrior"),
 ])
 def test_amortised_guides_end_to_end(flags, guide, prior, tmp_path, tmp_path_factory, capsys):
-    report = _run_everything(flags, tmp_path, tmp_path_factory, capsys)
+    report = run_everything(flags, tmp_path, tmp_path_factory, capsys)
     model = load_checkpoint(report["run"])[0]
     loaded = load_guide(report["run"], model=model)
     assert (type(loaded).__name__, type(model.prior).__name__) == (guide, prior)

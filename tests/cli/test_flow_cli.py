@@ -3,21 +3,17 @@ saved and loaded exactly; bad flow options answered with one sentence."""
 
 from __future__ import annotations
 
-import json
-import math
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from ltm.cli.train_args import build_parser, given_values
-from ltm.evaluate import main as evaluate_main
 from ltm.sample import main as sample_main
 from ltm.train import main as train_main
 from ltm.training.checkpoint import load_checkpoint, load_guide
 from ltm.training.config import TrainConfig
 from ltm.training.trainer import Trainer
-from tests.cli_helpers import one_thread, shared_paths, tiny_flags, train_losses  # noqa: F401 (fixture)
+from tests.cli_helpers import one_thread, run_everything, shared_paths, tiny_flags  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,34 +23,12 @@ GUIDE_FLAGS = ["--guide", "flow", "--guide-kwargs", '{"flow_params": "per_sequen
 
 @pytest.mark.parametrize("flags", [PRIOR_FLAGS, GUIDE_FLAGS], ids=["prior", "guide"])
 def test_train_resume_sample_evaluate(flags, tmp_path, tmp_path_factory, capsys):
-    corpus, cache = shared_paths(tmp_path_factory)
-    common = dict(max_steps=4, save_every=2, eval_every=2, lr_decay_steps=4)
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    assert train_main([*tiny_flags(corpus, cache, straight, **common), *flags]) == 0
-    assert train_main([*tiny_flags(corpus, cache, split, **{**common, "max_steps": 2}), *flags]) == 0
-    assert train_main(["--out-dir", str(split), "--resume", "auto", "--max-steps", "4", "--no-progress"]) == 0
-    a, b = train_losses(straight), train_losses(split)
-    assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
-    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) <= 1e-6  # resumed == straight
-    wa, wb = (load_file(run / "step_000004/model.safetensors") for run in (straight, split))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert any(k.startswith("prior.flows." if flags is PRIOR_FLAGS else "guide.flows.") for k in wa)
-    capsys.readouterr()
-    prompt = ["--checkpoint", str(split), "--prompt", "the cat sat", "--max-new-tokens", "5", "--seed", "3"]
-    assert sample_main(prompt) == 0
-    first = capsys.readouterr().out
-    assert "the cat sat" in first
-    assert sample_main(prompt) == 0 and capsys.readouterr().out == first
-    assert sample_main(["--checkpoint", str(split), "--unconditional", "--num-samples", "2",
+    report = run_everything(flags, tmp_path, tmp_path_factory, capsys)
+    weights = load_file(report["run"] / "step_000004/model.safetensors")
+    assert any(k.startswith("prior.flows." if flags is PRIOR_FLAGS else "guide.flows.") for k in weights)
+    assert report["exact"] is False and all("importance_weighted" in r for r in report["results"])
+    assert sample_main(["--checkpoint", str(report["run"]), "--unconditional", "--num-samples", "2",
                         "--max-new-tokens", "5", "--seed", "1"]) == 0
-    out = tmp_path / "eval.json"
-    assert evaluate_main(["--checkpoint", str(split), "--inner-steps", "0,2", "--batches", "1",
-                          "--iwae-samples", "2", "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
-    assert report["exact"] is False and [r["inner_steps"] for r in report["results"]] == [0, 2]
-    for r in report["results"]:
-        assert all(math.isfinite(v) for k in ("fresh_noise_elbo", "importance_weighted", "prefix_predictive")
-                   for v in r[k].values() if isinstance(v, float))
 
 
 def test_checkpoint_round_trip_of_flow_prior_and_guide(tmp_path, tmp_path_factory):

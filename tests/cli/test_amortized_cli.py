@@ -4,6 +4,8 @@ sample and evaluate, as any other guide and prior."""
 from __future__ import annotations
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from ltm.train import main as train_main
 from ltm.training.checkpoint import load_checkpoint, load_guide
@@ -25,7 +27,10 @@ def test_amortised_guides_end_to_end(flags, guide, prior, tmp_path, tmp_path_fac
     loaded = load_guide(report["run"], model=model)
     assert (type(loaded).__name__, type(model.prior).__name__) == (guide, prior)
     assert report["exact"] is False
-    if prior == "VampPrior":  # bound to the loaded guide's encoder: it scores
+    saved = load_file(report["run"] / "step_000004" / "model.safetensors")
+    assert all(torch.equal(saved[f"guide.{k}"], v) for k, v in loaded.state_dict().items())
+    if prior == "VampPrior":  # its pseudo-inputs saved with the model, bound to the loaded encoder
+        assert torch.equal(saved["prior.pseudo_inputs"], model.prior.pseudo_inputs)
         assert model.prior.encoder[0] is loaded.encoder
 
 

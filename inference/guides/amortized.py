@@ -29,6 +29,10 @@ class AmortizedGuide(LocalGuide):
         self.encoder = SequenceEncoder(vocab_size, num_latents, latent_dim, encoder_dim)
         self.event_shape = (num_latents, latent_dim)
 
+    @property
+    def reads_noise(self) -> bool:
+        return bool(self.prior)  # the encoder's q reads a frozen draw, though it has no local tensors
+
     def encode(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder's (loc, log_scale), each (B, N, D), for the batch given to `reset`."""
         if self.batch_tokens is None:

@@ -120,7 +120,7 @@ class LocalGuide(nn.Module):
             noise: The draw to reuse (e.g. made from per-sequence generators); default: a fresh
                 standard-normal draw from the global RNG.
         """
-        if not self.locals:
+        if not self.reads_noise:
             return
         prior = self.prior[0]
         shape = (self.batch_size,) + tuple(prior.event_shape)  # (B, N, D)
@@ -130,6 +130,11 @@ class LocalGuide(nn.Module):
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise of shape {tuple(noise.shape)} given; this batch needs {shape}.")
         self.fixed_noise = noise.to(device)
+
+    @property
+    def reads_noise(self) -> bool:
+        """Whether `distribution()` reads `fixed_noise` (default: guides with local tensors)."""
+        return bool(self.locals)
 
     def distribution(self) -> pyro.distributions.TorchDistribution:
         """q(z) for the current batch, batch shape (B,) and event shape (N, D)."""

@@ -119,3 +119,13 @@ def test_the_encoder_refuses_tokens_outside_its_vocabulary(tiny_ltm):
     guide.reset(tiny_ltm.prior, 2, tokens=torch.full((2, 5), 12))
     with pytest.raises(ValueError, match="token id 12 is outside the encoder's vocabulary of 10"):
         guide.distribution()
+
+
+def test_a_frozen_draw_is_honoured_without_local_tensors(tiny_ltm, tokens):
+    guide = build_guide("amortized", {"vocab_size": 37, "num_latents": 4, "latent_dim": 8})
+    guide.reset(tiny_ltm.prior, tokens.shape[0], tokens=tokens)
+    noise = torch.randn(tokens.shape[0], 4, 8)  # (B, N, D)
+    guide.freeze_noise(noise)
+    with torch.no_grad():
+        loc, log_scale = guide.encode()  # (B, N, D) each
+        torch.testing.assert_close(guide.distribution().rsample(), loc + log_scale.exp() * noise)

@@ -1,4 +1,5 @@
-"""A Normal whose reparameterised draw reuses one stored noise tensor."""
+"""A Normal whose reparameterised draw reuses one stored noise tensor, and the one constructor the
+guides use: a Normal that reads a frozen draw when there is one."""
 
 from __future__ import annotations
 
@@ -27,3 +28,9 @@ class FixedNoiseNormal(dist.Normal):
         batch_shape = torch.Size(batch_shape)
         return FixedNoiseNormal(self.loc.expand(batch_shape), self.scale.expand(batch_shape),
                                 self.eps.expand(batch_shape))
+
+
+def normal(loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor | None) -> dist.Normal:
+    """N(loc, scale), whose draw is loc + scale * noise when a frozen `noise` is given (the
+    published protocol's, the sampler's per-row draws), else a fresh one. Shapes as `loc`."""
+    return dist.Normal(loc, scale) if noise is None else FixedNoiseNormal(loc, scale, noise)

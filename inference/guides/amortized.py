@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pyro.distributions as dist
 import torch
 
-from ltm.inference.fixed_noise import FixedNoiseNormal
+from ltm.inference.fixed_noise import normal
 from ltm.inference.guides.base import LocalGuide
 from ltm.inference.guides.encoder import SequenceEncoder
 
@@ -42,11 +41,4 @@ class AmortizedGuide(LocalGuide):
 
     def distribution(self):
         loc, log_scale = self.encode()  # (B, N, D) each
-        return gaussian(loc, log_scale, self.fixed_noise)
-
-
-def gaussian(loc: torch.Tensor, log_scale: torch.Tensor, noise: torch.Tensor | None):
-    """N(loc, exp(log_scale)^2) over (N, D), reading a fixed noise draw (B, N, D) when given."""
-    if noise is not None:
-        return FixedNoiseNormal(loc, log_scale.exp(), noise).to_event(2)
-    return dist.Normal(loc, log_scale.exp()).to_event(2)
+        return normal(loc, log_scale.exp(), self.fixed_noise).to_event(2)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 
-import pyro.distributions as dist
 import torch
 from pyro.distributions.conditional import ConditionalTransform
 from pyro.distributions.score_parts import ScoreParts
 from torch.distributions import kl_divergence
 
 from ltm.core.errors import ConfigError
-from ltm.inference.fixed_noise import FixedNoiseNormal
+from ltm.inference.fixed_noise import normal
 from ltm.inference.guides.base import LocalGuide, initial_loc, prior_device
 from ltm.priors.flow import (
     FlowDistribution,
@@ -101,8 +100,7 @@ class FlowGuide(LocalGuide):
 
     def distribution(self):
         loc, scale = self.locals["loc"], self.locals["log_scale"].exp()  # (B, N, D)
-        base = (FixedNoiseNormal(loc, scale, self.fixed_noise) if self.fixed_noise is not None
-                else dist.Normal(loc, scale))
+        base = normal(loc, scale, self.fixed_noise)
         q = flow_distribution(base, self.transforms(), self.over, cls=ControlledFlow)
         if self.control_variate:
             p = self.prior[0]().expand(q.batch_shape)  # batch (B,), event (N, D)

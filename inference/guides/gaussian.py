@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
-import pyro.distributions as dist
 import torch
 
-from ltm.inference.fixed_noise import FixedNoiseNormal
+from ltm.inference.fixed_noise import normal
 from ltm.inference.guides.base import LocalGuide, initial_loc
 
 
@@ -35,10 +34,7 @@ class LocalGaussianGuide(LocalGuide):
         return gaussian_natural_gradient(self.locals, grads)
 
     def distribution(self):
-        loc, scale = self.locals["loc"], self.locals["log_scale"].exp()  # (B, N, D)
-        if self.fixed_noise is not None:
-            return FixedNoiseNormal(loc, scale, self.fixed_noise).to_event(2)
-        return dist.Normal(loc, scale).to_event(2)
+        return normal(self.locals["loc"], self.locals["log_scale"].exp(), self.fixed_noise).to_event(2)
 
 
 def gaussian_natural_gradient(locals_: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]

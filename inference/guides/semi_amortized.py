@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ltm.inference.guides.amortized import AmortizedGuide, gaussian
+from ltm.inference.fixed_noise import normal
+from ltm.inference.guides.amortized import AmortizedGuide
 from ltm.inference.guides.gaussian import gaussian_natural_gradient
 
 
@@ -44,7 +45,7 @@ class SemiAmortizedGuide(AmortizedGuide):
         return gaussian_natural_gradient(self.locals, grads)
 
     def distribution(self):
-        return gaussian(self.locals["loc"], self.locals["log_scale"], self.fixed_noise)
+        return normal(self.locals["loc"], self.locals["log_scale"].exp(), self.fixed_noise).to_event(2)
 
     def slow_step_loss(self, model, tokens, elbo):
         """Without unrolling: the negative ELBO at the encoder's own output, whose gradient is

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ltm.eval.curve import NEEDS_DENSITY, PROTOCOL_KEYS, default_protocols
-from ltm.eval.held_out import TITLES
+from ltm.eval.held_out import TITLES, check_long_fit
 from ltm.eval.zero_shot import SETS
 from ltm.inference.bounds import default_prefix_len, density_refusal
 
@@ -121,6 +121,5 @@ def check_protocols(args: argparse.Namespace, guide, sets: dict[str, str]) -> li
             raise ValueError(f"--{s}: " + density_refusal(
                 name, f"{s} score (it includes the {DENSITY_SETS[s]})",
                 "score held-out text with --batches or --data (prefix-predictive), or use --lambada"))
-    elif args.long_fit is not None and "elbo" not in names:
-        raise ValueError("--long-fit reports each K's gap in the fresh-noise ELBO: add elbo to --protocols.")
+    check_long_fit(args.long_fit, names)
     return names

@@ -74,7 +74,7 @@ def bounds_vs_inner_steps(model, guide, batches, budgets=(0, 1, 4, 16), num_samp
         row = {"inner_steps": int(k)}
         row.update({PROTOCOL_KEYS[n]: score[n](cfg).to_dict() for n in PROTOCOL_KEYS if n in protocols})
         if diagnostics:
-            found = posterior_diagnostics(model, guide, batches, cfg, seed) if guide.has_density else None
+            found = posterior_diagnostics(model, guide, batches, cfg, seed)  # None: nothing to diagnose
             row["diagnostics"] = None if found is None else found.to_dict()
         curve.append(row)
     return curve

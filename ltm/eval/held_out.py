@@ -85,6 +85,12 @@ def held_out_blocks(config, tokenizer, data_file: str | None = None, split: str 
     return data.train if split == "train" else data.val
 
 
+def check_long_fit(long_fit: int | None, protocols: list[str]) -> None:
+    """Refuse a long fit without the ELBO: its gap to each K is a difference of fresh-noise ELBOs."""
+    if long_fit and "elbo" not in protocols:
+        raise ValueError("--long-fit reports each K's gap in the fresh-noise ELBO: add elbo to --protocols.")
+
+
 def absent_note(guide, protocols: list[str]) -> str | None:
     """One sentence on why the protocols needing log q(z) are absent for a guide without a density."""
     missing = [TITLES[n] for n in NEEDS_DENSITY if n not in protocols]
@@ -117,8 +123,7 @@ def score_held_out(model, guide, batches, budgets: list[int], inner: InnerLoopCo
         print(f"data {data}:\n{format_exact(scores)}")
         return {"data": data, "exact": True, "note": EXACT_NOTE, "exact_nll": scores, "results": []}
     protocols = default_protocols(guide) if protocols is None else list(protocols)
-    if long_fit and "elbo" not in protocols:
-        raise ValueError("--long-fit reports each K's gap in the fresh-noise ELBO: add elbo to --protocols.")
+    check_long_fit(long_fit, protocols)
     curve = bounds_vs_inner_steps(model, guide, batches, budgets, num_samples, inner, prefix_len,
                                   num_draws, seed, diagnostics=True, protocols=protocols)
     note = absent_note(guide, protocols)

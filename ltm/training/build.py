@@ -29,4 +29,3 @@ def build_run_guide(cfg: TrainConfig, model: Family) -> LocalGuide:
         raise ConfigError(f"guide '{spec}' does not take guide_kwargs {cfg.guide_kwargs}: {err}.") from None
     model.prior.bind_guide(guide)  # a prior built on the guide's encoder (vamp) reads it from here
     return guide
-

@@ -38,10 +38,10 @@ from ltm.inference.bound_results import (
     PublishedProtocol,
     capped_exp,
 )
+from ltm.inference.data_parallel import local_batches, reduce_sums
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.posterior_fit import (
-    as_batches,
     check_prefix,
     evaluation_mode,
     fit_posterior,
@@ -118,14 +118,15 @@ def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: in
     _check_count("num_draws", num_draws)
     elbo, recon, kl, n_tok, n_seq = LatentELBO(num_particles=num_draws), 0.0, 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
-        for batch in as_batches(tokens, device):
+        for batch in local_batches(tokens, device):
             fit_posterior(model, guide, batch, inner)
             with torch.no_grad():
                 terms = elbo.terms(model.model, guide, batch)  # (B,) each
             recon -= terms.reconstruction.sum().item()
             kl += terms.kl.sum().item()
             n_tok, n_seq = n_tok + int(_n_targets(batch).sum()), n_seq + batch.shape[0]
-    return ElboBound(ELBO_LABEL, inner.steps, num_draws, recon / n_tok, kl / n_tok, n_tok, n_seq)
+    recon, kl, n_tok, n_seq = reduce_sums(recon, kl, n_tok, n_seq)
+    return ElboBound(ELBO_LABEL, inner.steps, num_draws, recon / n_tok, kl / n_tok, int(n_tok), int(n_seq))
 
 
 def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_samples: int = 8,
@@ -143,7 +144,7 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
     _check_count("num_samples S", num_samples)
     total, n_tok, n_seq = 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
-        for batch in as_batches(tokens, device):
+        for batch in local_batches(tokens, device):
             fit_posterior(model, guide, batch, inner)
             with torch.no_grad():
                 logw = torch.stack([log_weights(model, guide, batch)
@@ -151,7 +152,9 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
                 bound = -(logw.logsumexp(0) - math.log(num_samples))  # (B,)
             total += bound.sum().item()
             n_tok, n_seq = n_tok + int(_n_targets(batch).sum()), n_seq + batch.shape[0]
-    return ImportanceWeightedBound(IWAE_LABEL, inner.steps, num_samples, total / n_tok, n_tok, n_seq)
+    total, n_tok, n_seq = reduce_sums(total, n_tok, n_seq)
+    return ImportanceWeightedBound(IWAE_LABEL, inner.steps, num_samples, total / n_tok, int(n_tok),
+                                   int(n_seq))
 
 
 def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: InnerLoopConfig,
@@ -183,7 +186,7 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
     num_samples = num_samples if guide.has_density else 1
     total, n_tok, n_seq = 0.0, 0, 0
     with evaluation_mode(model, seed) as device:
-        for batch in as_batches(tokens, device):
+        for batch in local_batches(tokens, device):
             check_prefix(prefix_len, batch.shape[1])
             prefix = batch[:, :prefix_len]  # (B, P)
             fit_posterior(model, guide, prefix, inner)
@@ -198,8 +201,9 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
             total += score.sum().item()
             n_tok += int((targets != IGNORE_INDEX).sum())
             n_seq += batch.shape[0]
+    total, n_tok, n_seq = reduce_sums(total, n_tok, n_seq)
     return PrefixPredictive(PREFIX_LABEL, inner.steps, num_samples, prefix_len, total / n_tok,
-                            n_tok, n_seq)
+                            int(n_tok), int(n_seq))
 
 
 def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int = 0
@@ -223,7 +227,7 @@ def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int =
     same_noise, elbo = replace(inner, reuse_noise=True), LatentELBO()
     recon, kl, nll, counts = [], [], [], []
     with evaluation_mode(model, seed) as device:
-        for batch in as_batches(tokens, device):
+        for batch in local_batches(tokens, device):
             fit_posterior(model, guide, batch, same_noise, fresh=False)
             with torch.no_grad():
                 terms = elbo.terms(model.model, guide, batch)  # (B,) each, the fit's own draw
@@ -232,9 +236,10 @@ def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int =
             nll.append(-terms.elbo)
             counts.append(_n_targets(batch).to(terms.kl))
     recon, kl, nll, counts = (torch.cat(x) for x in (recon, kl, nll, counts))  # (sum B,) each
-    n_tok = counts.sum().item()
-    per_token = nll.sum().item() / n_tok
-    mean_seq = (nll / counts).clamp(max=700.0).exp().mean().item()
-    return PublishedProtocol(PUBLISHED_LABEL, inner.steps, recon.sum().item() / n_tok,
-                             kl.sum().item() / n_tok, per_token, mean_seq, capped_exp(per_token),
-                             int(n_tok), nll.shape[0])
+    seq_ppl = (nll / counts).clamp(max=700.0).exp()  # (sum B,)
+    recon, kl, nll, n_tok, seq_ppl, n_seq = reduce_sums(
+        recon.sum().item(), kl.sum().item(), nll.sum().item(), counts.sum().item(),
+        seq_ppl.sum().item(), nll.shape[0])
+    per_token = nll / n_tok
+    return PublishedProtocol(PUBLISHED_LABEL, inner.steps, recon / n_tok, kl / n_tok, per_token,
+                             seq_ppl / n_seq, capped_exp(per_token), int(n_tok), int(n_seq))

@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ltm.inference import data_parallel
+from ltm.inference.data_parallel import gather, local_batches
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.kl_split import kl_per_vector
-from ltm.inference.posterior_fit import as_batches, evaluation_mode, fit_posterior
+from ltm.inference.posterior_fit import evaluation_mode, fit_posterior
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -96,7 +98,7 @@ def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: i
         return None
     posteriors, means, draws, kls = [], [], [], []
     with evaluation_mode(family, seed) as device, torch.no_grad():
-        for batch in as_batches(tokens, device):
+        for batch in local_batches(tokens, device):
             fit_posterior(family, guide, batch, inner)
             try:
                 q = guide.distribution()  # batch (B,), event (N, D)
@@ -108,8 +110,31 @@ def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: i
             posteriors.append(q)
             means.append(q.mean)  # (B, N, D)
             draws.append(z)
+    if data_parallel.active():  # several processes: each holds its rows of every batch
+        return _gathered(inner, posteriors, means, draws, kls, threshold)
     means, draws = torch.cat(means), torch.cat(draws)  # (M, N, D) each
     per_latent = None if any(k is None for k in kls) else torch.cat(kls).mean(0).tolist()
     return PosteriorDiagnostics(inner.steps, per_latent, active_units(means, threshold),
                                 means[0].numel(), mutual_information(posteriors, draws),
                                 means.shape[0], threshold)
+
+
+def _gathered(inner, posteriors, means, draws, kls, threshold) -> PosteriorDiagnostics:
+    """The diagnostics of every process's sequences (`ltm.inference.data_parallel`): means, draws
+    and KLs gathered; each process scores every draw under its own posteriors, columns gathered."""
+    device = means[0].device if means else torch.device("cpu")
+    empty = torch.zeros(0)
+    mine = [torch.cat(x) if x else empty for x in (means, draws)]
+    kl_split = not any(k is None for k in kls)
+    parts = gather((*mine, torch.cat(kls) if kl_split and kls else empty, kl_split))
+    means, draws = (torch.cat([p[i] for p in parts if p[i].numel()]).to(device) for i in (0, 1))
+    per_latent = None
+    if all(p[3] for p in parts):
+        per_latent = torch.cat([p[2] for p in parts if p[2].numel()]).mean(0).tolist()  # (N,)
+    columns = [q.log_prob(draws[:, None]) for q in posteriors]  # each (M, B_j)
+    log_q = torch.cat([c for p in gather(columns) for c in p], dim=1).to(device)  # (M, M): [i, j]
+    own = log_q.diagonal()  # (M,) log q(z_i | x_i)
+    aggregate = log_q.logsumexp(1) - math.log(draws.shape[0])  # (M,) log q(z_i)
+    return PosteriorDiagnostics(inner.steps, per_latent, active_units(means, threshold),
+                                means[0].numel(), float((own - aggregate).mean()), means.shape[0],
+                                threshold)

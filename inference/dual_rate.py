@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ltm.inference.elbo import ElboTerms, LatentELBO
+from ltm.inference.fixed_noise import noise_shard
 from ltm.inference.guides import LocalGuide, check_guide_fits_prior
 from ltm.inference.inner_loop import InnerLoopConfig, check_unrollable, fit_local
 from ltm.inference.kl_control import KLControl
@@ -102,11 +103,14 @@ class DualRateOptimizer:
         validate: Run Pyro's validation checks (slower).
         kl_control: Free bits and KL warm-up in the training objective (default: none).
         early: A longer inner loop while the decoder is young (default: none).
+        micro_batches: Split each batch into this many micro-batches, fitted and backpropagated
+            one after another, with one slow step (gradient accumulation; same result, less memory).
     """
 
     def __init__(self, family: nn.Module, guide: LocalGuide, inner: InnerLoopConfig | None = None,
                  slow: SlowConfig | None = None, num_particles: int = 1, validate: bool = False,
-                 kl_control: KLControl | None = None, early: EarlyInference | None = None):
+                 kl_control: KLControl | None = None, early: EarlyInference | None = None,
+                 micro_batches: int = 1):
         check_guide_fits_prior(guide, family.prior)
         family.prior.bind_guide(guide)
         self.family, self.guide = family, guide
@@ -118,6 +122,7 @@ class DualRateOptimizer:
                              f"{type(guide).__name__} does not have (its q has no density); drop "
                              f"--free-bits and --kl-warmup-steps for it.")
         self.early = early or EarlyInference()
+        self.micro_batches = micro_batches
         self.validate = validate
         self.inner_elbo = LatentELBO()
         self.elbo = LatentELBO(num_particles=num_particles)
@@ -137,42 +142,109 @@ class DualRateOptimizer:
         """The inner budget of the next outer step: the early budget while it lasts, else K."""
         return self.early.budget(self.steps_done, self.inner.steps)
 
-    def fit_local(self, tokens: torch.Tensor, steps: int | None = None) -> list[float]:
+    def fit_local(self, tokens: torch.Tensor, steps: int | None = None,
+                  loss_tokens: int | None = None) -> list[float]:
         """Fit the guide's local tensors to `tokens` (B, T+1) with this step's budget (or `steps`)."""
         cfg = replace(self.inner, steps=self.inner_steps_now() if steps is None else steps)
         return fit_local(self.family, self.guide, tokens, cfg, self.inner_elbo, self.validate,
-                         kl_control=self.kl_control, step=self.steps_done)
+                         kl_control=self.kl_control, step=self.steps_done, loss_tokens=loss_tokens)
 
     def terms(self, tokens: torch.Tensor) -> ElboTerms:
         """Per-sequence reconstruction and KL of the current (detached) guide, fresh noise."""
         with pyro.validation_enabled(self.validate):
             return self.elbo.terms(self.family.model, self.guide, tokens)
 
-    def step(self, tokens: torch.Tensor) -> StepResult:
-        """One dual-rate step on a batch of blocks `tokens` (B, T+1)."""
+    def step(self, tokens: torch.Tensor, shard: Shard | None = None) -> StepResult:
+        """One dual-rate step on a batch of blocks `tokens` (B, T+1).
+
+        Args:
+            tokens: This process's sequences of the global batch (all of it on one process).
+            shard: Data-parallel training: this process's place in the global batch and how the
+                ranks sum tensors (default: one process holding the whole batch).
+        """
         self.family.train()
+        shard = shard or Shard(0, tokens.shape[0])
         step, k = self.steps_done, self.inner_steps_now()
-        inner_losses = self.fit_local(tokens)
-        if not self.guide.unroll:  # an unrolled fit stays differentiable into the guide's globals
-            self.guide.detach_locals()
-        terms = self.terms(tokens)
-        n_tokens = tokens[:, 1:].numel()
-        loss = -terms.elbo.sum() / n_tokens
-        objective = self.kl_control.loss(terms, step) / n_tokens if self.kl_control.active else loss
-        guide_loss = self.guide.slow_step_loss(self.family, tokens, self.elbo)
-        if guide_loss is not None:  # the guide's own objective for its global parameters
-            objective = objective + guide_loss / n_tokens
-        if not torch.isfinite(objective):
-            raise FloatingPointError(f"slow step: the ELBO loss is {objective.item()}; lower the slow "
-                                     f"learning rate ({self.slow.lr}) or check the prior.")
-        objective.backward()
+        n_tokens = tokens[:, 1:].numel() * shard.rows // tokens.shape[0]  # the global batch's
+        micros = tokens.chunk(self.micro_batches)  # each (B / A, T+1)
+        sums = torch.zeros(3 + k, dtype=torch.float64)  # -ELBO, -recon, KL, inner losses
+        replay = _rng_replay(tokens.device)
+        for i, micro in enumerate(micros):
+            replay(i)  # every micro-batch draws its rows of the same global noise
+            offset = shard.offset + i * micro.shape[0]
+            with noise_shard(offset, shard.rows):
+                sums += self._accumulate(micro, n_tokens, step, k)
+        shard.sum_(sums)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        shard.sum_grads(params)
         grad_norm = nn.utils.clip_grad_norm_(params, self.slow.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(loss=loss.item(), reconstruction=-terms.reconstruction.sum().item()
-                          / n_tokens, kl=terms.kl.sum().item() / n_tokens,
-                          inner_losses=inner_losses, grad_norm=float(grad_norm), lr=lr,
-                          kl_weight=self.kl_control.beta(step), inner_steps=k)
+        loss, recon, kl = (sums[:3] / n_tokens).tolist()
+        return StepResult(loss=loss, reconstruction=recon, kl=kl, inner_losses=sums[3:].tolist(),
+                          grad_norm=float(grad_norm), lr=lr, kl_weight=self.kl_control.beta(step),
+                          inner_steps=k)
+
+    def _accumulate(self, tokens: torch.Tensor, n_tokens: int, step: int, k: int) -> torch.Tensor:
+        """Fit q on one micro-batch (B', T+1) and backpropagate its share of the slow loss (summed
+        over the sequences, over the global token count `n_tokens`). Returns the summed -ELBO,
+        -reconstruction, KL and inner losses (3 + k,)."""
+        inner_losses = self.fit_local(tokens, loss_tokens=n_tokens)
+        if not self.guide.unroll:  # an unrolled fit stays differentiable into the guide's globals
+            self.guide.detach_locals()
+        terms = self.terms(tokens)
+        neg_elbo = -terms.elbo.sum()
+        objective = self.kl_control.loss(terms, step) if self.kl_control.active else neg_elbo
+        guide_loss = self.guide.slow_step_loss(self.family, tokens, self.elbo)
+        if guide_loss is not None:  # the guide's own objective for its global parameters
+            objective = objective + guide_loss
+        objective = objective / n_tokens
+        if not torch.isfinite(objective):
+            raise FloatingPointError(f"slow step: the ELBO loss is {objective.item()}; lower the slow "
+                                     f"learning rate ({self.slow.lr}) or check the prior.")
+        objective.backward()
+        inner = torch.zeros(k, dtype=torch.float64)
+        inner[:len(inner_losses)] = torch.tensor(inner_losses, dtype=torch.float64)
+        head = torch.stack([neg_elbo.detach(), -terms.reconstruction.detach().sum(),
+                            terms.kl.detach().sum()]).double().cpu()
+        return torch.cat([head, inner])  # (3 + k,)
+
+
+@dataclass
+class Shard:
+    """This process's rows of a data-parallel global batch, and how the ranks sum tensors.
+
+    Attributes:
+        offset: The first global row this process holds.
+        rows: Sequences in the global batch.
+        reducer: Sums tensors and gradients over the ranks in place (`ltm.training.DistContext`);
+            None on one process.
+    """
+
+    offset: int
+    rows: int
+    reducer: object | None = None
+
+    def sum_(self, tensor: torch.Tensor) -> None:
+        if self.reducer is not None:
+            self.reducer.sum_(tensor, "the slow step's loss all-reduce")
+
+    def sum_grads(self, params: list[nn.Parameter]) -> None:
+        if self.reducer is not None:
+            self.reducer.sum_grads(params)
+
+
+def _rng_replay(device: torch.device):
+    """A function `replay(i)` that, for i > 0, rewinds the RNG to where it stood at i = 0: each
+    micro-batch then draws the same (global-batch) noise as every other process does."""
+    cpu = torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def replay(i: int) -> None:
+        if i > 0:
+            torch.random.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, device)
+    return replay

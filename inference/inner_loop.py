@@ -57,7 +57,7 @@ class InnerLoopConfig:
 def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
               elbo: LatentELBO | None = None, validate: bool = False,
               noise: torch.Tensor | None = None, kl_control: KLControl | None = None,
-              step: int = 0) -> list[float]:
+              step: int = 0, loss_tokens: int | None = None) -> list[float]:
     """Reset `guide` for this batch and fit its local tensors with `cfg.steps` fast steps.
 
     Gradients are taken with respect to the local tensors alone (`torch.autograd.grad`), so no
@@ -76,6 +76,9 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
         kl_control: Training-time free bits / KL warm-up (`KLControl`); None (and always at
             evaluation) fits the true ELBO.
         step: The outer step, for the KL warm-up's beta.
+        loss_tokens: The slow step's token count, which scales decoder gradients accumulated by
+            `cfg.accumulate_decoder_grads` (default: this batch's; the global batch's under
+            data-parallel training or micro-batches).
 
     Returns:
         The loss (summed over the batch, nats) before each step: the negative ELBO, or the
@@ -98,7 +101,7 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
     if guide.unroll and family.training and torch.is_grad_enabled():
         return _unrolled_fit(family, guide, tokens, cfg, elbo)
     opt = FAST_OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr)
-    n_tokens = tokens[:, 1:].numel()
+    n_tokens = loss_tokens or tokens[:, 1:].numel()
     controlled, natural = kl_control is not None and kl_control.active, cfg.optimizer == "natgrad"
     losses = []
     with pyro.validation_enabled(validate):

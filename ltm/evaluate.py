@@ -21,6 +21,8 @@ Families whose NLL is exact get one heading, their exact NLL, computed once (`lt
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 from dataclasses import replace
@@ -39,21 +41,40 @@ from ltm.cli.evaluate_args import (
 from ltm.eval.curve import PROTOCOL_KEYS
 from ltm.eval.held_out import PROTOCOLS, held_out_blocks, score_held_out
 from ltm.eval.zero_shot import check_sets, run_sets
+from ltm.inference.data_parallel import data_parallel
 from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
+from ltm.training.distributed import init_distributed
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Evaluate the checkpoint as `args` asks; print the tables and return the JSON-ready report."""
+    """Evaluate the checkpoint as `args` asks; print the tables and return the JSON-ready report.
+
+    Under torchrun each process scores its rows of every held-out batch and the sums are reduced
+    (`ltm.inference.data_parallel`): the same numbers as one process; rank 0 prints and writes."""
+    dist, device = init_distributed(args.device)
+    try:
+        with data_parallel(dist), (contextlib.nullcontext() if dist.is_main
+                                   else contextlib.redirect_stdout(io.StringIO())):
+            report = _run(args, str(device))
+    finally:
+        dist.close()
+    if args.out and dist.is_main:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _run(args: argparse.Namespace, device: str) -> dict:
     budgets = parse_budgets(args.inner_steps)
     step_dir = resolve_checkpoint(args.checkpoint)
-    model, tokenizer, config = load_checkpoint(step_dir, args.device)
+    model, tokenizer, config = load_checkpoint(step_dir, device)
     prefix = check_args(args, config.block_size)
     sets = zero_shot_paths(args)
     check_sets(sets, args.limit)
     if args.batches == 0 and not sets:
         raise ValueError("nothing to evaluate: --batches 0 and no zero-shot set (--wikitext2, --ptb, "
                          "--lambada, --blimp).")
-    guide = load_guide(step_dir, args.device, model)
+    guide = load_guide(step_dir, device, model)
     protocols = check_protocols(args, guide, sets)
     batch_size = args.batch_size or config.batch_size
     inner = replace(config.inner_config(), **{k: v for k, v in (("optimizer", args.fast_optimizer),
@@ -76,9 +97,6 @@ def run(args: argparse.Namespace) -> dict:
                                        config.block_size, num_samples=args.iwae_samples,
                                        limit=args.limit, seed=args.seed, prefix_len=args.prefix_len,
                                        batch_size=batch_size)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

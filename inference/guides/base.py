@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE
+from ltm.inference.fixed_noise import fresh_noise
 from ltm.priors.base import Prior
 
 
@@ -126,7 +127,7 @@ class LocalGuide(nn.Module):
         shape = (self.batch_size,) + tuple(prior.event_shape)  # (B, N, D)
         device = prior_device(prior)
         if noise is None:
-            noise = torch.randn(shape, device=device)
+            noise = fresh_noise(shape, device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise of shape {tuple(noise.shape)} given; this batch needs {shape}.")
         self.fixed_noise = noise.to(device)

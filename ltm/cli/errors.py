@@ -6,9 +6,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from ltm.core.errors import CheckpointError, ConfigError
+from ltm.core.errors import CheckpointError, ConfigError, LostRankError
 
-USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, FloatingPointError,
+               LostRankError)
 
 
 def report_user_errors(body: Callable[[], object]) -> int:

@@ -9,3 +9,7 @@ class ConfigError(ValueError):
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used: missing, incomplete, corrupt, or built for another model."""
+
+
+class LostRankError(RuntimeError):
+    """Another process of a data-parallel run stopped answering (killed, crashed or timed out)."""

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ltm.core.sites import IGNORE_INDEX
-from ltm.inference.posterior_fit import as_batches, check_prefix, evaluation_mode
+from ltm.inference.data_parallel import local_batches, reduce_sums
+from ltm.inference.posterior_fit import check_prefix, evaluation_mode
 
 EXACT_LABEL = "exact NLL: the family's thoughts are deterministic, so its likelihood is exact"
 
@@ -41,7 +42,7 @@ def exact_scores(family, batches, prefix_len: int, seed: int = 0) -> dict:
                          f"the importance-weighted bound or prefix-predictive NLL (ltm.inference.bounds).")
     total, n_tok, cont, n_cont, n_seq = 0.0, 0, 0.0, 0, 0
     with evaluation_mode(family, seed) as device, torch.no_grad():
-        for batch in as_batches(batches, device):
+        for batch in local_batches(batches, device):
             check_prefix(prefix_len, batch.shape[1])
             targets = batch[:, 1:]  # (B, T)
             logits = family.full_logits(batch[:, :-1])  # (B, T, V)
@@ -53,6 +54,8 @@ def exact_scores(family, batches, prefix_len: int, seed: int = 0) -> dict:
             cont += nll[:, prefix_len - 1:].sum().item()
             n_cont += int(scored[:, prefix_len - 1:].sum())
             n_seq += batch.shape[0]
+    total, n_tok, cont, n_cont, n_seq = (reduce_sums(total, n_tok, cont, n_cont, n_seq))
+    n_tok, n_cont, n_seq = int(n_tok), int(n_cont), int(n_seq)
     return {"label": EXACT_LABEL, "nll": total / n_tok, "perplexity": math.exp(min(total / n_tok, 700)),
             "tokens": n_tok, "sequences": n_seq,
             "continuation": {"prefix_len": prefix_len, "nll": cont / n_cont,

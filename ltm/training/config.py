@@ -29,6 +29,8 @@ from ltm.data import DataConfig
 from ltm.families import FAMILIES, resolve_family
 from ltm.inference import EarlyInference, InnerLoopConfig, KLControl, SlowConfig
 from ltm.models import DecoderConfig, Family
+from ltm.training.distributed import BACKENDS
+from ltm.training.precision import PRECISIONS
 from ltm.training.values import coerce_fields, unknown_key
 
 YAML_HEADER = ("# An ltm training configuration, every key written out by python -m ltm.train "
@@ -139,6 +141,17 @@ class TrainConfig:
     threads: int = _f(1, "torch CPU threads (0: one per core); 1 suits small models and shared machines",
                       "run")
     progress: bool = _f(True, "show a progress bar", "run")
+    # speed and scale
+    precision: str = _f("auto", "fp32, bf16 (autocast; weights, log-probs, KL and losses stay fp32) or "
+                        "auto (bf16 where the hardware has native bf16, else fp32)", "speed and scale")
+    compile: bool = _f(False, "torch.compile the decoder blocks (first steps pay the compile time)",
+                       "speed and scale")
+    grad_accum: int = _f(1, "micro-batches per slow step: each process fits and backpropagates "
+                         "batch_size / (processes x grad_accum) sequences at a time", "speed and scale")
+    dist_backend: str = _f("auto", "torchrun process group: auto (nccl on CUDA, gloo on CPU), gloo or "
+                           "nccl", "speed and scale")
+    dist_timeout: float = _f(300.0, "seconds a process waits for a silent one before the run stops "
+                             "with an error", "speed and scale")
 
     sections: dict = field(default_factory=dict, metadata={"section": None})
 
@@ -150,6 +163,12 @@ class TrainConfig:
             (min(self.eval_every, self.save_every, self.keep_last, self.warmup_steps, self.threads) >= 0,
              "eval_every, save_every, keep_last, warmup_steps and threads must be >= 0"),
             (not (self.resume and self.init_from), "give either resume or init_from, not both"),
+            (self.grad_accum >= 1 and self.dist_timeout > 0,
+             "grad_accum must be >= 1 and dist_timeout > 0"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got "
+                                           f"'{self.precision}'"),
+            (self.dist_backend in BACKENDS, f"dist_backend must be one of {', '.join(BACKENDS)}, got "
+                                            f"'{self.dist_backend}'"),
             (self.free_bits >= 0 and self.kl_warmup_steps >= 0 and self.early_inference_steps >= 0
              and (self.early_inner_steps or 0) >= 0,
              "free_bits, kl_warmup_steps, early_inner_steps and early_inference_steps must be >= 0"),

@@ -23,7 +23,9 @@ from ltm.data import BatchIterator, prepare_data
 from ltm.inference import DualRateOptimizer
 from ltm.inference.bound_results import ELBO_LABEL, JOINT_LABEL, PREFIX_LABEL, ElboBound, PrefixPredictive
 from ltm.inference.bounds import default_prefix_len, fresh_noise_elbo, prefix_predictive_perplexity
+from ltm.inference.data_parallel import data_parallel
 from ltm.inference.diagnostics import posterior_diagnostics
+from ltm.inference.dual_rate import Shard
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.checkpoint import (
     LATEST_FILE,
@@ -41,7 +43,13 @@ from ltm.training.checkpoint import (
     step_dirs,
 )
 from ltm.training.config import TrainConfig, merge_values
+from ltm.training.distributed import check_world, init_distributed, torchrun_world
 from ltm.training.metrics import METRICS_FILE, MetricsLog
+from ltm.training.precision import autocast, compile_decoder, resolve_precision
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: they say nothing (rank 0 speaks for the run)."""
 
 
 def resume_checkpoint(cfg: TrainConfig) -> Path | None:
@@ -73,9 +81,11 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, log=tqdm.write):
-        self.cfg, self.log = cfg, log
+        check_world(cfg.batch_size, cfg.grad_accum, torchrun_world()[1])
+        self.dist, self.device = init_distributed(cfg.device, cfg.dist_backend, cfg.dist_timeout)
+        self.cfg, self.log = cfg, (log if self.dist.is_main else _quiet)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.out_dir = Path(cfg.out_dir)
-        self.device = torch.device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         resume_dir = resume_checkpoint(cfg)
@@ -88,12 +98,14 @@ class Trainer:
             cfg = self.cfg = cfg.replace(tokenizer=str(init_dir / TOKENIZER_FILE))
             self.log(f"init-from: using the tokenizer of {init_dir}")
         pyro.set_rng_seed(cfg.seed)
-        self.data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
+        self.data = self._prepare_data()
         self.model = build_model(cfg, self.data.vocab_size).to(self.device)
         self.guide = build_run_guide(cfg, self.model).to(self.device)
         self.opt = DualRateOptimizer(self.model, self.guide, cfg.inner_config(), cfg.slow_config(),
                                      num_particles=cfg.num_particles, kl_control=cfg.kl_control(),
-                                     early=cfg.early_inference())
+                                     early=cfg.early_inference(), micro_batches=cfg.grad_accum)
+        if cfg.compile:
+            compile_decoder(self.model)
         self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)
         self.val_batches = (self.data.val.fixed_batches(cfg.batch_size, cfg.eval_batches)
                             if len(self.data.val) else [])  # none with val_fraction=0
@@ -111,6 +123,21 @@ class Trainer:
             self.log(f"init-from: loaded the weights of {init_dir} (fresh optimiser, step 0)")
 
     # -- set-up -----------------------------------------------------------------------------------
+
+    def _prepare_data(self):
+        """Tokenise (or read from the cache): rank 0 first, then the others read its cache."""
+        cfg = self.cfg
+        if not self.dist.is_main:
+            self.dist.barrier("data preparation on rank 0")
+        data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
+        if self.dist.is_main:
+            self.dist.barrier("data preparation on rank 0")
+        return data
+
+    def _shard(self) -> Shard:
+        """This process's rows of every global batch (all of them on one process)."""
+        rows = self.dist.rows(self.cfg.batch_size)
+        return Shard(rows.start, self.cfg.batch_size, self.dist if self.dist.enabled else None)
 
     def _check_out_dir(self, resume_dir: Path | None) -> None:
         """Refuse to start afresh over an existing run unless asked to (nothing is lost by accident)."""
@@ -149,7 +176,8 @@ class Trainer:
         if later:
             self.log(f"note: {self.out_dir} holds later checkpoints {later}; they are replaced when "
                      f"this run reaches their steps.")
-        self.metrics.truncate_after(self.step)
+        if self.dist.is_main:
+            self.metrics.truncate_after(self.step)
         self.log(f"resumed from {step_dir} at step {self.step}")
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -166,19 +194,21 @@ class Trainer:
         k = cfg.eval_steps
         if not self.guide.has_density:
             return self._validate_prefix(k)
-        bound = fresh_noise_elbo(self.model, self.guide, self.val_batches, cfg.inner_config(k),
-                                 seed=cfg.seed + self.step)
+        with autocast(self.precision, self.device):
+            bound = fresh_noise_elbo(self.model, self.guide, self.val_batches, cfg.inner_config(k),
+                                     seed=cfg.seed + self.step)
         record = {key: v for key, v in bound.to_dict().items() if key != "label"}
         if self.model.exact_nll:
-            self.metrics.write({"step": self.step, "split": "val", **record})
+            self._write_val(record)
             self.log(f"step {self.step:>6} | val {bound.neg_elbo:.4f} nats/token, perplexity "
                      f"{bound.perplexity_bound:.2f} (exact NLL)")
             return bound
-        diagnostics = posterior_diagnostics(self.model, self.guide, self.val_batches,
-                                            cfg.inner_config(k), seed=cfg.seed + self.step)
+        with autocast(self.precision, self.device):
+            diagnostics = posterior_diagnostics(self.model, self.guide, self.val_batches,
+                                                cfg.inner_config(k), seed=cfg.seed + self.step)
         extra = {} if diagnostics is None else {
             key: getattr(diagnostics, key) for key in ("kl_per_latent", "active_units", "mutual_info")}
-        self.metrics.write({"step": self.step, "split": "val", **record, **extra})
+        self._write_val({**record, **extra})
         self.log(f"step {self.step:>6} | val {bound.reconstruction:.4f} recon + {bound.kl:.4f} KL = "
                  f"{bound.neg_elbo:.4f} nats/token, perplexity <= {bound.perplexity_bound:.2f} (K={k}, "
                  f"fresh-noise ELBO bound)")
@@ -186,13 +216,18 @@ class Trainer:
             self.log(f"             {diagnostics.summary()}")
         return bound
 
+    def _write_val(self, record: dict) -> None:
+        if self.dist.is_main:
+            self.metrics.write({"step": self.step, "split": "val", **record})
+
     def _validate_prefix(self, k: int) -> PrefixPredictive:
         """The prefix-predictive NLL at K (the guide has no density, so no ELBO), logged as such."""
         prefix_len = default_prefix_len(self.val_batches[0].shape[1])
-        score = prefix_predictive_perplexity(self.model, self.guide, self.val_batches, prefix_len,
-                                             self.cfg.inner_config(k), seed=self.cfg.seed + self.step)
+        with autocast(self.precision, self.device):
+            score = prefix_predictive_perplexity(self.model, self.guide, self.val_batches, prefix_len,
+                                                 self.cfg.inner_config(k), seed=self.cfg.seed + self.step)
         record = {key: v for key, v in score.to_dict().items() if key != "label"}
-        self.metrics.write({"step": self.step, "split": "val", "protocol": "prefix_predictive", **record})
+        self._write_val({"protocol": "prefix_predictive", **record})
         self.log(f"step {self.step:>6} | val {score.nll:.4f} nats/token, perplexity {score.perplexity:.2f} "
                  f"of the continuation after P={prefix_len} tokens (K={k}, prefix-predictive NLL; guide "
                  f"{type(self.guide).__name__} has no density, so no ELBO)")
@@ -232,6 +267,13 @@ class Trainer:
         return {"loss": f"{result.loss:.3f}", "recon": f"{result.reconstruction:.3f}",
                 "kl": f"{result.kl:.3f}", "ppl_bound": f"{result.perplexity_bound:.1f}"}
 
+    def _scale_note(self) -> str:
+        """How the batch is split: processes and micro-batches (empty on one process, one batch)."""
+        d, a = self.dist, self.cfg.grad_accum
+        parts = ([f"{d.world_size} processes ({d.backend})"] if d.enabled else []) + (
+            [f"{a} micro-batches"] if a > 1 else [])
+        return f", batch {self.cfg.batch_size} over {' x '.join(parts)}" if parts else ""
+
     def _due(self, every: int) -> bool:
         return self.step == self.cfg.max_steps or (every > 0 and self.step % every == 0)
 
@@ -241,37 +283,45 @@ class Trainer:
         if self.step >= cfg.max_steps:
             self.log(f"already at step {self.step} >= max_steps {cfg.max_steps}; nothing to train.")
             return None
-        if cfg.overwrite and self.step == 0:
+        main = self.dist.is_main
+        if main and cfg.overwrite and self.step == 0:
             self._clear_out_dir()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.step == 0:
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if main and self.step == 0:
             self.metrics.path.write_text("")
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocab {self.data.vocab_size}, "
                  f"{len(self.data.train)} train / {len(self.data.val)} val blocks of {cfg.block_size} "
-                 f"tokens{'' if self.model.exact_nll else f', K={cfg.inner_steps}'}; writing "
-                 f"{self.out_dir}")
+                 f"tokens{'' if self.model.exact_nll else f', K={cfg.inner_steps}'}; {self.precision}"
+                 f"{self._scale_note()}; writing {self.out_dir}")
         tokens_per_step = cfg.batch_size * cfg.block_size
-        bound, started = None, time.perf_counter()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
+        bound, started, rows, shard = None, time.perf_counter(), self.dist.rows(cfg.batch_size), self._shard()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main), unit="step",
                    dynamic_ncols=True)
         while self.step < cfg.max_steps:
             start = time.perf_counter()
-            result = self.opt.step(next(self.batches).to(self.device))  # batch (B, T+1)
+            batch = next(self.batches)[rows].to(self.device)  # this process's rows (B / W, T+1)
+            with autocast(self.precision, self.device):
+                result = self.opt.step(batch, shard)
             self.step += 1
             tok_s = tokens_per_step / (time.perf_counter() - start)
             family = self.model.metrics()
-            self.metrics.write({"step": self.step, "split": "train", **self._loss_record(result),
-                                "lr": result.lr, "grad_norm": result.grad_norm, "tokens_per_s": tok_s,
-                                **family, **self._latent_record(result)})
+            if main:
+                self.metrics.write({"step": self.step, "split": "train", **self._loss_record(result),
+                                    "lr": result.lr, "grad_norm": result.grad_norm, "tokens_per_s": tok_s,
+                                    **family, **self._latent_record(result)})
             bar.set_postfix(**self._postfix(result), tok_s=f"{tok_s:.0f}",
                             **{k: f"{v:.2f}" for k, v in family.items()}, refresh=False)
             bar.update()
             if self._due(cfg.eval_every):
-                bound = self.validate()
+                with data_parallel(self.dist):  # each process scores its rows; sums reduced
+                    bound = self.validate()
             if self._due(cfg.save_every):
-                path = self.save()
-                self.log(f"step {self.step:>6} | saved {path}")
+                if main:
+                    path = self.save()
+                    self.log(f"step {self.step:>6} | saved {path}")
+                self.dist.barrier(f"the checkpoint of step {self.step} on rank 0")
         bar.close()
         protocol = ("exact NLL" if self.model.exact_nll else ELBO_LABEL if self.guide.has_density
                     else PREFIX_LABEL)

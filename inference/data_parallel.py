@@ -60,8 +60,6 @@ def reduce_sums(*values: float) -> tuple[float, ...]:
     if _REDUCER is None:
         return values
     t = torch.tensor(values, dtype=torch.float64)
-    if getattr(_REDUCER, "backend", None) == "nccl":
-        t = t.cuda()
     _REDUCER.sum_(t, "the held-out score's all-reduce")
     return tuple(t.tolist())
 

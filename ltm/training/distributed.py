@@ -69,10 +69,15 @@ class DistContext:
                 dist.barrier()
 
     def sum_(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
-        """All-reduce `tensor` in place by summation over the ranks (no-op on one process)."""
-        if self.enabled:
-            with collective(what):
-                dist.all_reduce(tensor)
+        """All-reduce `tensor` in place by summation over the ranks (no-op on one process); a CPU
+        tensor travels through this rank's GPU under nccl."""
+        if not self.enabled:
+            return tensor
+        on_wire = tensor.cuda() if self.backend == "nccl" and tensor.device.type == "cpu" else tensor
+        with collective(what):
+            dist.all_reduce(on_wire)
+        if on_wire is not tensor:
+            tensor.copy_(on_wire)
         return tensor
 
     def gather(self, value, what: str) -> list:

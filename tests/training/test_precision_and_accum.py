@@ -80,3 +80,18 @@ def test_auto_picks_bf16_only_on_native_hardware(monkeypatch):
     assert resolve_precision("auto", CPU) == "bf16"
     with pytest.raises(ConfigError, match="not one of"):
         resolve_precision("fp16", CPU)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_step_on_cuda_stays_close_to_fp32():
+    cuda = torch.device("cuda")
+    losses = {}
+    for name in ("fp32", "bf16"):
+        model = tiny_ltm().to(cuda)
+        opt = DualRateOptimizer(model, LocalGaussianGuide().to(cuda), InnerLoopConfig(steps=2, lr=0.1),
+                                SlowConfig(warmup_steps=0))
+        torch.manual_seed(0)
+        with autocast(resolve_precision(name, cuda), cuda):
+            losses[name] = opt.step(batches(1)[0].to(cuda)).loss
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.05)

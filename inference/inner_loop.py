@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -104,7 +105,7 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
     n_tokens = loss_tokens or tokens[:, 1:].numel()
     controlled, natural = kl_control is not None and kl_control.active, cfg.optimizer == "natgrad"
     losses = []
-    with pyro.validation_enabled(validate):
+    with pyro.validation_enabled(validate), _frozen(family, guide, not cfg.accumulate_decoder_grads):
         for k in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
@@ -129,6 +130,22 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
             opt.zero_grad(set_to_none=True)
             losses.append(value)
     return losses
+
+
+@contextlib.contextmanager
+def _frozen(family, guide: LocalGuide, active: bool):
+    """While active, the family's parameters not shared with the guide do not require grad (the
+    previous flags restored on exit): gradient work done in the forward pass, such as the fused
+    cross-entropy's weight gradient, is then skipped when only the local tensors are differentiated."""
+    shared = {id(p) for p in guide.parameters()}
+    frozen = [p for p in family.parameters() if active and p.requires_grad and id(p) not in shared]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def check_unrollable(guide: LocalGuide, cfg: InnerLoopConfig) -> None:

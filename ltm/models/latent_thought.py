@@ -94,8 +94,9 @@ class LatentThoughtModel(Family):
                 raise ValueError(
                     f"site '{LATENT_SITE}' has shape {tuple(z.shape)} but the prior's event shape "
                     f"is {tuple(self.prior.event_shape)}; the guide must sample the same shape.")
-            logits = self.decoder(inputs, latents=z)  # (B, T, V)
-            pyro.sample(TOKEN_SITE, TokenSequence(logits), obs=targets)
+            h = self.decoder.hidden_states(inputs, latents=z)  # (B, T, D)
+            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.embed.weight),
+                        obs=targets)
         return z
 
     def forward(self, tokens: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ class LoopedDecoder(TokenLevelFamily):
 
     name = "looped"
     Options = LoopedOptions
+    tied_head = True
 
     def __init__(self, decoder: Decoder, loops: int = 2):
         super().__init__(decoder)
@@ -77,8 +78,8 @@ class LoopedDecoder(TokenLevelFamily):
         return KVCache(cfg.n_layer * self.loops, batch_size, cfg.n_head, cfg.head_dim, max_len,
                        p.device, p.dtype)
 
-    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.decoder.logits(self.hidden_states(inputs)), None  # (B, T, V)
+    def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.hidden_states(inputs), None  # (B, T, D)
 
     def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.train_logits(tokens)[0]  # (B, T, V)

@@ -45,6 +45,7 @@ class PauseTokens(TokenLevelFamily):
 
     name = "pause"
     Options = PauseOptions
+    tied_head = True
 
     def __init__(self, decoder: Decoder, pauses: int = 1):
         super().__init__(decoder)
@@ -73,9 +74,9 @@ class PauseTokens(TokenLevelFamily):
         # None without a window: the decoder's own causal mask over slots is then exact
         return slot_mask(n_query, n_key, self.slots_per_token, self.decoder.cfg.window, device)
 
-    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
         self.check_length(inputs.shape[1])
-        return self.decoder.logits(self._hidden(inputs, 0, None)), None  # (B, T, V)
+        return self._hidden(inputs, 0, None), None  # (B, T, D)
 
     def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.train_logits(tokens)[0]  # (B, T, V): nothing to solve, already exact

@@ -68,6 +68,7 @@ class PonderLM(TokenLevelFamily):
 
     name = "ponderlm"
     Options = PonderLMOptions
+    tied_head = True
 
     def __init__(self, decoder: Decoder, passes: int = 3):
         super().__init__(decoder)
@@ -82,7 +83,10 @@ class PonderLM(TokenLevelFamily):
 
     def ponder(self, inputs: torch.Tensor, caches: list | None = None,
                record: bool = False) -> torch.Tensor:
-        """Run the S+1 passes over `inputs` (B, T) and return the final logits (B, T, V).
+        """Run the S+1 passes over `inputs` (B, T) and return the final hidden states (B, T, D).
+
+        The intermediate passes' logits are materialised (their probabilities mix the embeddings);
+        the final pass's are left to the tied head (`decoder.logits`) or the fused likelihood.
 
         Args:
             inputs: Token ids (B, T).
@@ -94,10 +98,9 @@ class PonderLM(TokenLevelFamily):
         x = dec.embed(inputs)  # (B, T, D)
         for s in range(self.passes + 1):
             h = dec.hidden_states(embeds=x, cache=None if caches is None else caches[s])  # (B, T, D)
-            logits = dec.logits(h)  # (B, T, V)
             if s == self.passes:
-                return logits
-            mixture = logits.softmax(-1) @ table  # (B, T, D)
+                return h
+            mixture = dec.logits(h).softmax(-1) @ table  # (B, T, D)
             if record:
                 mixture = pyro.deterministic(PONDER_SITE.format(s), mixture, event_dim=2)
             x = x + mixture  # (B, T, D)
@@ -107,20 +110,21 @@ class PonderLM(TokenLevelFamily):
         """Pyro model over blocks `tokens` (B, T+1): predicts tokens[:, 1:] from the final pass.
 
         Returns:
-            The final-pass logits (B, T, V).
+            The final-pass hidden states (B, T, D), which the tied head maps to the logits.
         """
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
-            logits = self.ponder(inputs, record=True)  # (B, T, V)
-            pyro.sample(TOKEN_SITE, TokenSequence(logits), obs=targets)
-        return logits
+            h = self.ponder(inputs, record=True)  # (B, T, D)
+            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.embed.weight),
+                        obs=targets)
+        return h
 
-    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.ponder(inputs), None  # (B, T, V)
+    def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.ponder(inputs), None  # (B, T, D)
 
     def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) recomputed over the whole prefix, no cache (the decoding reference)."""
-        return self.ponder(tokens)
+        return self.decoder.logits(self.ponder(tokens))
 
     def new_state(self, batch_size: int, max_len: int | None = None) -> PonderState:
         """Empty decoding state: S+1 caches for `batch_size` rows of up to `max_len` tokens."""
@@ -139,7 +143,7 @@ class PonderLM(TokenLevelFamily):
             The next-token logits after the prompt (B, V) and the decoding state.
         """
         state = self.new_state(tokens.shape[0], max_len)
-        return self.ponder(tokens, state.caches)[:, -1], state
+        return self.decoder.logits(self.ponder(tokens, state.caches)[:, -1]), state  # (B, V)
 
     @torch.no_grad()
     def decode_step(self, token: torch.Tensor, state: PonderState) -> tuple[torch.Tensor, PonderState]:
@@ -148,4 +152,4 @@ class PonderLM(TokenLevelFamily):
         Returns:
             The next-token logits (B, V) and the (updated in place) state.
         """
-        return self.ponder(token[:, None], state.caches)[:, 0], state
+        return self.decoder.logits(self.ponder(token[:, None], state.caches)[:, 0]), state  # (B, V)

@@ -90,6 +90,7 @@ class PonderLM2(TokenLevelFamily):
 
     name = "ponderlm2"
     Options = PonderLM2Options
+    tied_head = True
 
     def __init__(self, decoder: Decoder, thoughts: int = 1, jacobi_sweeps: int = 2,
                  max_jacobi_sweeps: int | None = 3, embed_scale: str = "published",
@@ -179,13 +180,13 @@ class PonderLM2(TokenLevelFamily):
 
     # -- the family interface ---------------------------------------------------------------------
 
-    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_length(inputs.shape[1])
         x = self.token_inputs(inputs)  # (B, T, D)
         # training: J Jacobi sweeps; evaluation: the exact thoughts, so scores are exact NLLs
         z = self.jacobi_thoughts(x, self.sweeps()) if self.training else self.exact_thoughts(x)
         h = self.run_slots(x, z)[:, :, -1]  # (B, T, D): the last slot of each token predicts
-        return self.decoder.logits(h), z  # (B, T, V), (B, T, K, D)
+        return h, z  # (B, T, D), (B, T, K, D)
 
     @torch.no_grad()
     def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:

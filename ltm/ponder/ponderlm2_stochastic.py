@@ -196,7 +196,8 @@ class StochasticPonderLM2(PonderLM2):
             prior = ThoughtSequence(self, x)
             z = pyro.sample(LATENT_SITE, prior)  # (B, T*K, D)
             h = prior.means(z)[0][:, :, -1]  # (B, T, D): the last slot of each token predicts
-            pyro.sample(TOKEN_SITE, TokenSequence(self.decoder.logits(h)), obs=targets)
+            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.embed.weight),
+                        obs=targets)
         return z
 
     @torch.no_grad()

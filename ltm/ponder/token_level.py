@@ -6,19 +6,24 @@ deterministic function of that context. As a Pyro program (`model(tokens)`):
 
     with plate("sequences", B):
         thoughts = deterministic("thoughts", f(context))   # Delta: the degenerate prior
-        sample("tokens", TokenSequence(logits), obs=next_tokens)
+        sample("tokens", TokenSequence.from_hidden(h, E), obs=next_tokens)  # logits h @ E.T
 
 The prior is `ContextDelta` (a Delta at the thought's deterministic value) and the guide is the
 empty guide (`EmptyGuide`, registry name "none"): nothing is sampled, the KL is exactly zero and
 the ELBO is the summed token log-likelihood. `DualRateOptimizer` trains every family unchanged
 (its inner loop does nothing; its slow step minimises the summed cross-entropy).
 
-A subclass implements `train_logits` (the training path), `exact_logits` (the exact path without a
-KV cache), `start_decode` (prompt into a fresh cache) and `decode_step`; this base gives the
-`Family` methods `full_logits` and `prefill`, which refuse sequence-level latents.
+A subclass implements the training path, `exact_logits` (the exact path without a KV cache),
+`start_decode` (prompt into a fresh cache) and `decode_step`; this base gives the `Family` methods
+`full_logits` and `prefill`, which refuse sequence-level latents. The training path is either
+`train_hidden` (final hidden states that the tied embedding maps to logits; set `tied_head = True`:
+the likelihood is then the fused cross-entropy, which never holds the (B, T, V) logits) or
+`train_logits` (any other head: the likelihood scores the full logits).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import pyro
 import torch
@@ -41,9 +46,12 @@ class TokenLevelFamily(Family):
         prior: `ContextDelta(1, d_model)`: documents the degenerate prior of the thoughts.
         slots_per_token: Decoder slots a token costs at decode time (the stated decode cost of
             slot-based families; a looped decoder states its loops instead).
+        tied_head: True when the training logits are the tied embedding over `train_hidden`, so
+            the likelihood is the fused cross-entropy; False: `train_logits` is scored as is.
     """
 
     slots_per_token: int = 1
+    tied_head: ClassVar[bool] = False
 
     def __init__(self, decoder: Decoder):
         super().__init__()
@@ -65,9 +73,27 @@ class TokenLevelFamily(Family):
 
     # -- what a subclass implements -----------------------------------------------------------------
 
-    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Training-path logits (B, T, V) of `inputs` (B, T) and the thoughts (B, T, K, D) or None."""
+    def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training-path final hidden states (B, T, D) of `inputs` (B, T), which the tied embedding
+        maps to the logits, and the thoughts (B, T, K, D) or None (families with `tied_head`)."""
         raise NotImplementedError
+
+    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training-path logits (B, T, V) of `inputs` (B, T) and the thoughts (B, T, K, D) or None.
+
+        Default: the tied head over `train_hidden`; a family with another head overrides this.
+        """
+        h, thoughts = self.train_hidden(inputs)  # (B, T, D), (B, T, K, D) or None
+        return self.decoder.logits(h), thoughts  # (B, T, V)
+
+    def train_likelihood(self, inputs: torch.Tensor) -> tuple[TokenSequence, torch.Tensor | None]:
+        """The training-path token likelihood of `inputs` (B, T) and the thoughts (B, T, K, D) or None:
+        fused over `train_hidden` with a `tied_head`, else over the full `train_logits`."""
+        if self.tied_head:
+            h, thoughts = self.train_hidden(inputs)  # (B, T, D)
+            return TokenSequence.from_hidden(h, self.decoder.embed.weight), thoughts
+        logits, thoughts = self.train_logits(inputs)  # (B, T, V)
+        return TokenSequence(logits), thoughts
 
     def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Exact next-token logits (B, T, V) of `tokens` (B, T), without a KV cache."""
@@ -98,10 +124,10 @@ class TokenLevelFamily(Family):
         """
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
-            logits, thoughts = self.train_logits(inputs)  # (B, T, V), (B, T, K, D) or None
+            likelihood, thoughts = self.train_likelihood(inputs)  # thoughts (B, T, K, D) or None
             if thoughts is not None:  # Delta at f(context): q = p, zero KL, zero log-density
                 pyro.deterministic(THOUGHT_SITE, thoughts, event_dim=thoughts.dim() - 1)
-            pyro.sample(TOKEN_SITE, TokenSequence(logits), obs=targets)
+            pyro.sample(TOKEN_SITE, likelihood, obs=targets)
         return thoughts
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -22,9 +22,10 @@ class VanillaDecoder(TokenLevelFamily):
 
     name = "vanilla"
     slots_per_token = 1
+    tied_head = True
 
-    def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.decoder(inputs), None  # (B, T, V)
+    def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.decoder.hidden_states(inputs), None  # (B, T, D)
 
     def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.decoder(tokens)  # (B, T, V)

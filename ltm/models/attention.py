@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +33,14 @@ def causal_mask(t_query: int, t_key: int, window: int | None,
     return mask, False  # (Tq, Tk) bool, True = may attend
 
 
+@dataclass(frozen=True)
+class Cells:
+    """Occupied cells of a (B, T) layout: `index` = (rows (n,), columns (n,)), as from `nonzero`."""
+
+    index: tuple[torch.Tensor, torch.Tensor]
+    layout: tuple[int, int]
+
+
 class SelfAttention(nn.Module):
     """Multi-head causal self-attention with rotary position embeddings."""
 
@@ -42,14 +52,21 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, is_causal: bool,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).transpose(1, 3).unbind(2)
+                cache: KVCache | None = None, layer: int = 0, cells: Cells | None = None) -> torch.Tensor:
+        """Attention of x (B, T, D); or, with `cells`, of x (n, D) = the n occupied cells of a
+        (B, T) layout (the projections run on those rows alone; empty cells get zero queries,
+        keys and values and their outputs are dropped). Returns the shape of x."""
+        qkv = self.qkv(x)  # (B, T, 3D) or (n, 3D)
+        if cells is not None:
+            qkv = qkv.new_zeros(*cells.layout, qkv.shape[-1]).index_put(cells.index, qkv)  # (B, T, 3D)
+        B, T, D3 = qkv.shape
+        q, k, v = qkv.view(B, T, 3, self.n_head, self.head_dim).transpose(1, 3).unbind(2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, hd)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, S, hd)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-        return self.out(y.transpose(1, 2).reshape(B, T, D))
+        y = y.transpose(1, 2)  # (B, T, H, hd)
+        return self.out(y.reshape(B, T, D3 // 3) if cells is None else y[cells.index].flatten(1))
 
 
 class CrossAttention(nn.Module):

@@ -33,8 +33,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
 
-    def forward(self, x, cos, sin, mask, is_causal, latents=None, cache=None, layer=0):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer)
+    def forward(self, x, cos, sin, mask, is_causal, latents=None, cache=None, layer=0, cells=None):
+        """x (B, T, D); or (n, D), the occupied `cells` of a (B, T) layout (no cross-attention)."""
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer, cells)
         if self.cross is not None:
             x = x + self.cross(self.cross_norm(x), latents)
         return x + self.mlp(self.mlp_norm(x))

@@ -12,9 +12,16 @@ Pruning: a step whose reach r_{t,k} falls below `prune_threshold` is skipped, in
 inference alike; its exit mass goes to the token's last computed step. KV reuse for halted
 tokens: the keys/values a halted token computed stay in the cache and every later level and
 token reads them; its skipped slots are masked out (not copied from its last level, which would
-count that slot twice in the softmax). A level with no active token is not run at all; in a
-partly active level the skipped slots are computed but masked and weighted zero, so the result
-equals true skipping. Sliding windows apply to token positions.
+count that slot twice in the softmax). Skipping is real: a level with no active token is not run
+at all, and a partly active level runs its active slots only (`ltm.ponder.grid`): they are
+gathered, flattened over the batch, for the token-wise work (projections, MLP, norms); for
+attention they are laid out per row, active tokens first, on N = the most active tokens of any row
+(shorter rows pad with slots written to the cache as invalid), with their own position ids,
+against the cache of the lower levels; their states are scattered back to their tokens (zero at
+skipped slots). Training and prompt passes thus cost about 1 + computed steps per token of
+vanilla, plus the attention over the longer grid cache; a decode step (T = 1) runs only the levels
+some row still needs. `gather=False` runs partly active levels in full with the skipped slots
+masked: the reference the packed path equals. Sliding windows apply to token positions.
 
 As a Pyro program (the degenerate-prior special case):
 
@@ -43,7 +50,7 @@ from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.models.decoder import Decoder
 from ltm.models.likelihood import TokenSequence
 from ltm.ponder.grad_cache import ConcatKVCache
-from ltm.ponder.grid import GridCache
+from ltm.ponder.grid import GridCache, pack_index, packed_hidden_states
 from ltm.ponder.router import Router, exit_weights, router_loss
 from ltm.ponder.token_level import TokenLevelFamily
 
@@ -75,7 +82,7 @@ class CoTOutput:
 
     Attributes:
         logits: Next-token logits of the mixed state (B, T, V).
-        states: Step states h_{., k} of the computed levels, each (B, T, D).
+        states: Step states h_{., k} of the computed levels, each (B, T, D), zero where skipped.
         cont_logits: Continue logits of the steps with a decision (levels < l_max), each (B, T).
         active: Whether step k was computed for each token (B, T, K).
         reach: r_{t,k}, zero where skipped (B, T, K).
@@ -132,13 +139,16 @@ class AdaptiveLatentCoT(TokenLevelFamily):
         halt_beta: beta, the weight of the router's accuracy term.
         prune_threshold: Skip steps whose reach is below this (0: never skip).
         router_loss: Add the router loss to the Pyro model as a factor (off: pure cross-entropy).
+        gather: Run a partly active level over its active slots only (off: in full, skipped slots
+            masked; same results, the reference).
     """
 
     name = "adaptive_cot"
     Options = AdaptiveCoTOptions
 
     def __init__(self, decoder: Decoder, max_steps: int = 3, halt_lambda: float = 0.01,
-                 halt_beta: float = 1.0, prune_threshold: float = 0.0, router_loss: bool = True):
+                 halt_beta: float = 1.0, prune_threshold: float = 0.0, router_loss: bool = True,
+                 gather: bool = True):
         super().__init__(decoder)
         if max_steps < 0 or halt_lambda < 0 or halt_beta < 0 or not 0 <= prune_threshold <= 1:
             raise ValueError("AdaptiveLatentCoT: need max_steps >= 0, halt_lambda >= 0, halt_beta >= 0 "
@@ -146,7 +156,7 @@ class AdaptiveLatentCoT(TokenLevelFamily):
                              f"{halt_beta}, {prune_threshold}.")
         self.router = Router(decoder.cfg.d_model)
         self.max_steps, self.halt_lambda, self.halt_beta = max_steps, halt_lambda, halt_beta
-        self.prune_threshold, self.use_router_loss = prune_threshold, router_loss
+        self.prune_threshold, self.use_router_loss, self.gather = prune_threshold, router_loss, gather
         self.mean_steps = 0.0  # expected latent steps per token, last forward
         self.computed_steps = 0.0  # computed latent steps per token, last forward
         self.last_router_loss: torch.Tensor | None = None  # (B,), last `model` call
@@ -190,8 +200,7 @@ class AdaptiveLatentCoT(TokenLevelFamily):
             active = reach >= self.prune_threshold if k else torch.ones_like(reach, dtype=torch.bool)
             if k and not bool(active.any()):
                 break
-            mask = cache.extend(positions, k, active, dec.cfg.window)  # (B, 1, T, S)
-            h = dec.hidden_states(embeds=x, positions=positions, cache=cache.kv, attn_mask=mask)  # (B, T, D)
+            h = self._level(x, positions, k, active, cache)  # (B, T, D)
             states.append(h)
             actives.append(active)
             reaches.append(reach * active)
@@ -214,16 +223,51 @@ class AdaptiveLatentCoT(TokenLevelFamily):
             pyro.deterministic(HALT_SITE, weights, event_dim=2)
         return out
 
+    def _level(self, x: torch.Tensor, positions: torch.Tensor, level: int, active: torch.Tensor,
+               cache: GridCache) -> torch.Tensor:
+        """States (B, T, D) of one level, zero at skipped slots; only active slots run when gathering.
+
+        Args:
+            x: The level's inputs (B, T, D).
+            positions: Token positions (T,).
+            level: Level k.
+            active: Which tokens compute this level (B, T).
+            cache: Grid cache of the lower levels and earlier tokens (appended to).
+        """
+        dec, window, full = self.decoder, self.decoder.cfg.window, bool(active.all())
+        if full or not self.gather:
+            first = cache.kv.length == 0  # level 0 of a fresh cache: plain causal, the fast path
+            mask = cache.extend(positions, level, active, window)  # (B, 1, T, S)
+            h = dec.hidden_states(embeds=x, positions=positions, cache=cache.kv,
+                                  attn_mask=None if first else mask)  # (B, T, D)
+            return h if full else h.masked_fill(~active[..., None], 0.0)  # (B, T, D)
+        index = pack_index(active)  # (B, N)
+        slots, pos = active.gather(1, index), positions[index]  # (B, N) each; slots False on padding
+        mask = cache.extend(pos, level, slots, window)  # (B, 1, N, S)
+        h = packed_hidden_states(dec, x[active], slots, pos, cache.kv, mask)  # (n, D)
+        return h.new_zeros(x.shape).index_put(active.nonzero(as_tuple=True), h)  # (B, T, D)
+
     def router_loss(self, out: CoTOutput, targets: torch.Tensor) -> torch.Tensor:
         """The correctness-aware router loss (B,) of a run against its next tokens (B, T)."""
-        logits = [self.decoder.logits(h) for h in out.states[:len(out.cont_logits)]]  # (B, T, V) each
-        V = out.logits.shape[-1]
-        correct = [torch.exp(-F.cross_entropy(lg.detach().reshape(-1, V), targets.reshape(-1),
-                                              reduction="none", ignore_index=IGNORE_INDEX)
-                             ).view(targets.shape) for lg in logits]  # (B, T) each, stop-gradient
+        correct = [self._correct(h, out.active[..., k], targets)
+                   for k, h in enumerate(out.states[:len(out.cont_logits)])]  # (B, T) each
         stops = [-c for c in out.cont_logits]  # (B, T) each: logit of 1 - c
         return router_loss(stops, correct, out.active, out.reach, targets != IGNORE_INDEX,
                            self.halt_lambda, self.halt_beta)
+
+    @torch.no_grad()
+    def _correct(self, h: torch.Tensor, active: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """p (B, T) of the next token under one level's own read-out, at its active slots only (0
+        elsewhere), stop-gradient.
+
+        Args:
+            h: The level's states (B, T, D).
+            active: Slots that computed the level (B, T).
+            targets: Next tokens (B, T).
+        """
+        logits = self.decoder.logits(h[active])  # (n, V)
+        ce = F.cross_entropy(logits, targets[active], reduction="none", ignore_index=IGNORE_INDEX)  # (n,)
+        return ce.new_zeros(targets.shape).masked_scatter(active, torch.exp(-ce))  # (B, T)
 
     def model(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pyro model over blocks `tokens` (B, T+1): predicts tokens[:, 1:].

@@ -53,7 +53,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
     Raises:
         ConfigError: for an unknown name, or bf16 on hardware without bf16 (unless the environment
-            variable LTM_ALLOW_EMULATED_BF16=1 asks for the slow emulation, to check numerics).
+            variable LTM_ALLOW_EMULATED_BF16=1 asks for the emulation, to check numerics).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}.")
@@ -63,7 +63,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "bf16" and not fast and os.environ.get(EMULATED_BF16_ENV) != "1":
         what = "this CPU has neither AVX512-BF16 nor AMX" if device.type == "cpu" else f"{device} has no bf16"
         raise ConfigError(f"--precision bf16 needs native bf16 arithmetic and {what}; use --precision "
-                          f"fp32 or auto (set {EMULATED_BF16_ENV}=1 to emulate it slowly, for "
+                          f"fp32 or auto (set {EMULATED_BF16_ENV}=1 to emulate it, for "
                           f"checking numbers only).")
     return precision
 

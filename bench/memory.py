@@ -46,17 +46,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
 import torch
+from _memory_probe import maxrss_kib, peak_kib, reset_peak, rss_kib
 
 from ltm.inference import (
     DualRateOptimizer,
@@ -89,27 +88,6 @@ def build(family: str, args, inner: InnerLoopConfig, device: str):
     return DualRateOptimizer(model, guide, inner, slow), tokens
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> bool:
-    """Return freed heap to the system and reset VmHWM to the current resident set."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child(run: str, args) -> dict:
     """Peak memory (bytes) of one training step of `run` above the memory held before it."""
     family, mode = run.split()
@@ -126,17 +104,16 @@ def child(run: str, args) -> dict:
             opt.step(tokens)
             torch.cuda.synchronize()
             return {"peak": torch.cuda.max_memory_allocated() - before, "how": "cuda allocated"}
-        before_kb = _status_kb("VmRSS")
+        before_kb = rss_kib()
         if args.warmup_step:
             opt.step(tokens)
-            if _reset_peak():
-                before_kb = _status_kb("VmRSS")
+            if reset_peak():
+                before_kb = rss_kib()
                 opt.step(tokens)
-                return {"peak": (_status_kb("VmHWM") - before_kb) * 1024, "how": "VmHWM - VmRSS"}
+                return {"peak": (peak_kib() - before_kb) * 1024, "how": "VmHWM - VmRSS"}
             raise SystemExit("cannot reset VmHWM (/proc/self/clear_refs); run with --no-warmup-step")
         opt.step(tokens)
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
-        return {"peak": (peak_kb - before_kb) * 1024, "how": "first step: ru_maxrss - VmRSS"}
+        return {"peak": (maxrss_kib() - before_kb) * 1024, "how": "first step: ru_maxrss - VmRSS"}
 
 
 def measure_memory(args) -> dict[str, dict]:

@@ -72,10 +72,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -86,6 +84,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
+from _memory_probe import maxrss_kib, peak_kib, reset_peak, rss_kib
 
 from ltm.inference import DualRateOptimizer, EmptyGuide, LatentELBO
 from ltm.training.build import build_model, build_run_guide
@@ -185,35 +184,6 @@ def step_flops(args, name: str, trainee: Trainee) -> tuple[float, str]:
 # -- peak memory in a fresh process ------------------------------------------------------------
 
 
-def rss_mib() -> float:
-    """The current resident set size (MiB), from /proc/self/statm."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def maxrss_mib() -> float:
-    """ru_maxrss in MiB (KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-def reset_hwm() -> bool:
-    """Reset the kernel's RSS high-water mark (VmHWM) to the current RSS; False where impossible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def hwm_mib() -> float:
-    """VmHWM, the peak RSS since the last reset (MiB)."""
-    with open("/proc/self/status") as f:
-        line = next(x for x in f if x.startswith("VmHWM:"))
-    return int(line.split()[1]) / 2**10
-
-
 def memory_child(args) -> None:
     """Build one family + batch, take one training step, print {"base": MiB, "step": MiB, ...}."""
     device = torch.device(args.device)
@@ -228,13 +198,12 @@ def memory_child(args) -> None:
         record = {"base": base, "step": torch.cuda.max_memory_allocated(device) / 2**20 - base,
                   "how": "cuda"}
     else:
-        gc.collect()
-        procfs = os.path.exists("/proc/self/statm")
-        base = rss_mib() if procfs else maxrss_mib()
-        exact = procfs and reset_hwm()
+        procfs = os.path.exists("/proc/self/status")
+        exact = procfs and reset_peak()
+        base = (rss_kib() if procfs else maxrss_kib()) / 2**10
         with autocast(args.precision, device):
             trainee.step()
-        peak = hwm_mib() if exact else maxrss_mib()
+        peak = (peak_kib() if exact else maxrss_kib()) / 2**10
         record = {"base": base, "step": peak - base, "how": "VmHWM" if exact else "ru_maxrss"}
     print(json.dumps(record))
 

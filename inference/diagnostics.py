@@ -79,8 +79,13 @@ def mutual_information(posteriors: list, draws: torch.Tensor) -> float:
         draws: z_i ~ q(z | x_i), (M, N, D) in the same order.
     """
     log_q = torch.cat([q.log_prob(draws[:, None]) for q in posteriors], dim=1)  # (M, M): [i, j]
+    return information_from(log_q)
+
+
+def information_from(log_q: torch.Tensor) -> float:
+    """The estimate from log q(z_i | x_j) (M, M), row i a draw, column j a posterior."""
     own = log_q.diagonal()  # (M,) log q(z_i | x_i)
-    aggregate = log_q.logsumexp(1) - math.log(draws.shape[0])  # (M,) log q(z_i)
+    aggregate = log_q.logsumexp(1) - math.log(log_q.shape[0])  # (M,) log q(z_i)
     return float((own - aggregate).mean().detach())
 
 
@@ -133,8 +138,5 @@ def _gathered(inner, posteriors, means, draws, kls, threshold) -> PosteriorDiagn
         per_latent = torch.cat([p[2] for p in parts if p[2].numel()]).mean(0).tolist()  # (N,)
     columns = [q.log_prob(draws[:, None]) for q in posteriors]  # each (M, B_j)
     log_q = torch.cat([c for p in gather(columns) for c in p], dim=1).to(device)  # (M, M): [i, j]
-    own = log_q.diagonal()  # (M,) log q(z_i | x_i)
-    aggregate = log_q.logsumexp(1) - math.log(draws.shape[0])  # (M,) log q(z_i)
     return PosteriorDiagnostics(inner.steps, per_latent, active_units(means, threshold),
-                                means[0].numel(), float((own - aggregate).mean()), means.shape[0],
-                                threshold)
+                                means[0].numel(), information_from(log_q), means.shape[0], threshold)

@@ -187,25 +187,28 @@ class Trainer:
         family; for a guide without a tractable density (a MAP point, Langevin samples), which has
         no ELBO, the prefix-predictive NLL with the eval budget K (q fitted on each block's first
         half, the rest scored); else the fresh-noise ELBO bound with the eval budget K, and the
-        posterior diagnostics (KL per latent vector, active units, mutual information)."""
-        cfg = self.cfg
+        posterior diagnostics (KL per latent vector, active units, mutual information). Runs in the
+        run's precision; under torchrun every process scores its rows and the sums are reduced."""
         if not self.val_batches:
             return None
+        with autocast(self.precision, self.device), data_parallel(self.dist):
+            return self._validate()
+
+    def _validate(self) -> ElboBound | PrefixPredictive:
+        cfg = self.cfg
         k = cfg.eval_steps
         if not self.guide.has_density:
             return self._validate_prefix(k)
-        with autocast(self.precision, self.device):
-            bound = fresh_noise_elbo(self.model, self.guide, self.val_batches, cfg.inner_config(k),
-                                     seed=cfg.seed + self.step)
+        bound = fresh_noise_elbo(self.model, self.guide, self.val_batches, cfg.inner_config(k),
+                                 seed=cfg.seed + self.step)
         record = {key: v for key, v in bound.to_dict().items() if key != "label"}
         if self.model.exact_nll:
             self._write_val(record)
             self.log(f"step {self.step:>6} | val {bound.neg_elbo:.4f} nats/token, perplexity "
                      f"{bound.perplexity_bound:.2f} (exact NLL)")
             return bound
-        with autocast(self.precision, self.device):
-            diagnostics = posterior_diagnostics(self.model, self.guide, self.val_batches,
-                                                cfg.inner_config(k), seed=cfg.seed + self.step)
+        diagnostics = posterior_diagnostics(self.model, self.guide, self.val_batches,
+                                            cfg.inner_config(k), seed=cfg.seed + self.step)
         extra = {} if diagnostics is None else {
             key: getattr(diagnostics, key) for key in ("kl_per_latent", "active_units", "mutual_info")}
         self._write_val({**record, **extra})
@@ -223,9 +226,8 @@ class Trainer:
     def _validate_prefix(self, k: int) -> PrefixPredictive:
         """The prefix-predictive NLL at K (the guide has no density, so no ELBO), logged as such."""
         prefix_len = default_prefix_len(self.val_batches[0].shape[1])
-        with autocast(self.precision, self.device):
-            score = prefix_predictive_perplexity(self.model, self.guide, self.val_batches, prefix_len,
-                                                 self.cfg.inner_config(k), seed=self.cfg.seed + self.step)
+        score = prefix_predictive_perplexity(self.model, self.guide, self.val_batches, prefix_len,
+                                             self.cfg.inner_config(k), seed=self.cfg.seed + self.step)
         record = {key: v for key, v in score.to_dict().items() if key != "label"}
         self._write_val({"protocol": "prefix_predictive", **record})
         self.log(f"step {self.step:>6} | val {score.nll:.4f} nats/token, perplexity {score.perplexity:.2f} "
@@ -315,8 +317,7 @@ class Trainer:
                             **{k: f"{v:.2f}" for k, v in family.items()}, refresh=False)
             bar.update()
             if self._due(cfg.eval_every):
-                with data_parallel(self.dist):  # each process scores its rows; sums reduced
-                    bound = self.validate()
+                bound = self.validate()
             if self._due(cfg.save_every):
                 if main:
                     path = self.save()

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
+from ltm.core.errors import ConfigError
 from ltm.core.sites import IGNORE_INDEX
 from ltm.inference.bound_results import (
     ELBO_LABEL,
@@ -68,14 +69,14 @@ def density_refusal(guide_name: str, protocol: str, instead: str) -> str:
 def require_density(guide, protocol: str) -> None:
     """Raise ValueError (`density_refusal`) if `guide` has no tractable density q(z)."""
     if not guide.has_density:
-        raise ValueError(density_refusal(type(guide).__name__, protocol,
+        raise ConfigError(density_refusal(type(guide).__name__, protocol,
                                          "score it with prefix_predictive_perplexity (q fitted on a "
                                          "prefix only, the continuation scored) instead"))
 
 
 def _check_count(name: str, value: int) -> None:
     if int(value) < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}.")
+        raise ConfigError(f"{name} must be >= 1, got {value}.")
 
 
 def _n_targets(tokens: torch.Tensor) -> torch.Tensor:

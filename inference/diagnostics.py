@@ -89,17 +89,30 @@ def information_from(log_q: torch.Tensor) -> float:
     return float((own - aggregate).mean().detach())
 
 
+def diagnostics_skipped(family, guide) -> str | None:
+    """Why the posterior diagnostics do not apply to this family and guide, or None if they do."""
+    if family.exact_nll or not family.sequence_latent:
+        return "the model has no stochastic sequence-level latent"
+    if family.prior.is_degenerate:
+        return ("the prior is a point mass, so q = p: the KL is 0, no unit is active and the mutual "
+                "information is 0 by construction")
+    if not guide.has_density:
+        return f"guide {type(guide).__name__} has no density, and KL and mutual information need log q(z)"
+    return None
+
+
 def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: int = 0,
                           threshold: float = ACTIVE_UNIT_THRESHOLD) -> PosteriorDiagnostics | None:
     """Fit q on each held-out block (B, T+1) with `inner`, then KL per latent, active units and MI.
 
     Returns:
-        The diagnostics, or None for a family without a stochastic sequence-level latent (exact
-        NLL, or token-level thoughts whose prior depends on their context) or a guide without a
-        density (`has_density` False, e.g. MAP or Langevin; or `distribution()` not implemented,
-        e.g. the empty guide): KL and mutual information need log q(z).
+        The diagnostics, or None where they do not apply (`diagnostics_skipped` says why): a family
+        without a stochastic sequence-level latent (exact NLL, or token-level thoughts whose prior
+        depends on their context), a point-mass prior, or a guide without a density
+        (`has_density` False, e.g. MAP or Langevin; or `distribution()` not implemented, e.g. the
+        empty guide): KL and mutual information need log q(z).
     """
-    if family.exact_nll or not family.sequence_latent or not guide.has_density:
+    if diagnostics_skipped(family, guide) is not None:
         return None
     posteriors, means, draws, kls = [], [], [], []
     with evaluation_mode(family, seed) as device, torch.no_grad():

@@ -9,6 +9,7 @@ import pyro
 import torch
 from torch import nn
 
+from ltm.core.errors import ConfigError, DivergedError
 from ltm.inference.elbo import ElboTerms, LatentELBO
 from ltm.inference.fixed_noise import noise_shard
 from ltm.inference.guides import LocalGuide, check_guide_fits_prior
@@ -28,6 +29,10 @@ class SlowConfig:
     max_steps: int = 10_000
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"the slow learning rate must be a finite number > 0, got {self.lr}.")
 
 
 @dataclass
@@ -63,8 +68,8 @@ class EarlyInference:
 
     def __post_init__(self) -> None:
         if (self.steps is not None and self.steps < 0) or self.until < 0:
-            raise ValueError(f"early inference needs steps >= 0 and until >= 0, got steps "
-                             f"{self.steps}, until {self.until}.")
+            raise ConfigError(f"early inference needs steps >= 0 and until >= 0, got steps "
+                              f"{self.steps}, until {self.until}.")
 
     def budget(self, step: int, default: int) -> int:
         """Inner steps at outer step `step` (0-based)."""
@@ -118,9 +123,9 @@ class DualRateOptimizer:
         check_unrollable(guide, self.inner)
         self.kl_control = kl_control or KLControl()
         if self.kl_control.active and not guide.has_density:
-            raise ValueError(f"free bits and KL warm-up act on KL(q || p), which guide "
-                             f"{type(guide).__name__} does not have (its q has no density); drop "
-                             f"--free-bits and --kl-warmup-steps for it.")
+            raise ConfigError(f"free bits and KL warm-up act on KL(q || p), which guide "
+                              f"{type(guide).__name__} does not have (its q has no density); drop "
+                              f"--free-bits and --kl-warmup-steps for it.")
         self.early = early or EarlyInference()
         self.micro_batches = micro_batches
         self.validate = validate
@@ -178,6 +183,10 @@ class DualRateOptimizer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         shard.sum_grads(params)
         grad_norm = nn.utils.clip_grad_norm_(params, self.slow.grad_clip)
+        if not torch.isfinite(grad_norm):  # stepping would make every weight NaN
+            self.optimizer.zero_grad(set_to_none=True)
+            raise DivergedError(f"slow step {step + 1}: the gradient norm is {grad_norm.item()}; lower "
+                                f"the slow learning rate (--lr {self.slow.lr}) or check the prior.")
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -202,8 +211,8 @@ class DualRateOptimizer:
             objective = objective + guide_loss
         objective = objective / n_tokens
         if not torch.isfinite(objective):
-            raise FloatingPointError(f"slow step: the ELBO loss is {objective.item()}; lower the slow "
-                                     f"learning rate ({self.slow.lr}) or check the prior.")
+            raise DivergedError(f"slow step: the ELBO loss is {objective.item()}; lower the slow "
+                                f"learning rate (--lr {self.slow.lr}) or check the prior.")
         objective.backward()
         inner = torch.zeros(k, dtype=torch.float64)
         inner[:len(inner_losses)] = torch.tensor(inner_losses, dtype=torch.float64)

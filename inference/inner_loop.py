@@ -10,6 +10,7 @@ import pyro
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ltm.core.errors import ConfigError, DivergedError
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.guides import LocalGuide
 from ltm.inference.kl_control import KLControl
@@ -44,15 +45,15 @@ class InnerLoopConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 0:
-            raise ValueError(f"inner steps K must be >= 0, got {self.steps}.")
-        if self.lr <= 0:
-            raise ValueError(f"fast learning rate must be > 0, got {self.lr}.")
+            raise ConfigError(f"inner steps K must be >= 0, got {self.steps}.")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"the fast learning rate must be a finite number > 0, got {self.lr}.")
         if self.optimizer not in FAST_OPTIMIZERS:
-            raise ValueError(f"unknown fast optimizer '{self.optimizer}'; choose one of "
-                             f"{sorted(FAST_OPTIMIZERS)}.")
+            raise ConfigError(f"unknown fast optimizer '{self.optimizer}'; choose one of "
+                              f"{sorted(FAST_OPTIMIZERS)}.")
         if self.schedule not in INNER_SCHEDULES:
-            raise ValueError(f"unknown inner-loop schedule '{self.schedule}'; choose one of "
-                             f"{INNER_SCHEDULES}.")
+            raise ConfigError(f"unknown inner-loop schedule '{self.schedule}'; choose one of "
+                              f"{INNER_SCHEDULES}.")
 
 
 def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
@@ -86,7 +87,7 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
         controlled objective under `kl_control`.
 
     Raises:
-        FloatingPointError: if a loss is not finite, naming the step.
+        DivergedError: if a loss is not finite, naming the step and the learning rate to lower.
     """
     elbo = elbo or LatentELBO()
     start = family.initial_latents(tokens) if guide.starts_from_model else None
@@ -114,7 +115,7 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
             else:
                 loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
             value = loss.item()  # the one host sync of the step
-            _check_finite(value, k, cfg)
+            _check_finite(value, k, cfg, family)
             if cfg.accumulate_decoder_grads:
                 (loss / n_tokens).backward()  # decoder grads accumulate at the slow step's scale
                 for p in params:
@@ -151,8 +152,8 @@ def _frozen(family, guide: LocalGuide, active: bool):
 def check_unrollable(guide: LocalGuide, cfg: InnerLoopConfig) -> None:
     """Refuse an unrolled fit with a fast optimiser other than plain SGD."""
     if guide.unroll and cfg.optimizer != "sgd":
-        raise ValueError(f"{type(guide).__name__} with unroll=True differentiates through plain "
-                         f"gradient steps; set the fast optimizer to 'sgd' (got '{cfg.optimizer}').")
+        raise ConfigError(f"{type(guide).__name__} with unroll=True differentiates through plain "
+                          f"gradient steps; set the fast optimizer to 'sgd' (got '{cfg.optimizer}').")
 
 
 def _unrolled_fit(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
@@ -167,7 +168,7 @@ def _unrolled_fit(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoo
             lr = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
             loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
             value = loss.item()
-            _check_finite(value, k, cfg)
+            _check_finite(value, k, cfg, family)
             names = list(guide.locals)
             grads = torch.autograd.grad(loss, [guide.locals[n] for n in names], create_graph=True)
             guide.locals = {n: guide.locals[n] - lr * g for n, g in zip(names, grads, strict=True)}
@@ -175,8 +176,14 @@ def _unrolled_fit(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoo
     return losses
 
 
-def _check_finite(value: float, k: int, cfg: InnerLoopConfig) -> None:
-    if not math.isfinite(value):
-        raise FloatingPointError(
-            f"inner step {k + 1}/{cfg.steps}: the ELBO loss is {value}; lower the "
-            f"fast learning rate ({cfg.lr}) or check the prior and guide.")
+def _check_finite(value: float, k: int, cfg: InnerLoopConfig, family) -> None:
+    """Raise `DivergedError` for a loss that is not finite, blaming the slow step when the decoder's
+    own weights are no longer finite (the inner loop cannot have caused that)."""
+    if math.isfinite(value):
+        return
+    if not all(bool(torch.isfinite(p).all()) for p in family.parameters()):
+        raise DivergedError(f"inner step {k + 1}/{cfg.steps}: the ELBO loss is {value} because the "
+                            f"model's weights are no longer finite after the last slow step; lower "
+                            f"the slow learning rate (--lr).")
+    raise DivergedError(f"inner step {k + 1}/{cfg.steps}: the ELBO loss is {value}; lower the fast "
+                        f"learning rate (--fast-lr {cfg.lr}) or check the prior and guide.")

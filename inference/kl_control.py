@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ltm.core.errors import ConfigError
 from ltm.inference.elbo import ElboTerms
 
 
@@ -33,9 +34,9 @@ class KLControl:
 
     def __post_init__(self) -> None:
         if self.free_bits < 0:
-            raise ValueError(f"free_bits must be >= 0 nats per latent vector, got {self.free_bits}.")
+            raise ConfigError(f"free_bits must be >= 0 nats per latent vector, got {self.free_bits}.")
         if self.warmup_steps < 0:
-            raise ValueError(f"kl_warmup_steps must be >= 0, got {self.warmup_steps}.")
+            raise ConfigError(f"kl_warmup_steps must be >= 0, got {self.warmup_steps}.")
 
     @property
     def active(self) -> bool:
@@ -53,10 +54,10 @@ class KLControl:
         if self.free_bits == 0:
             return self.beta(step) * terms.kl.sum()
         if terms.kl_per_latent is None:
-            raise ValueError("free_bits needs the KL split per latent vector, and this prior/guide "
-                             "pair does not factorise over the vectors; use a prior and guide "
-                             "that do (e.g. standard_normal with the gaussian guide) or set "
-                             "free_bits 0.")
+            raise ConfigError("free_bits needs the KL split per latent vector, and this prior/guide "
+                              "pair does not factorise over the vectors; use a prior and guide "
+                              "that do (e.g. standard_normal with the gaussian guide) or set "
+                              "free_bits 0.")
         per_vector = terms.kl_per_latent  # (B, N)
         batch = per_vector.shape[0]
         floored = per_vector.mean(0).clamp(min=self.free_bits)  # (N,)

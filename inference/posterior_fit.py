@@ -14,6 +14,7 @@ import pyro
 import torch
 from pyro import poutine
 
+from ltm.core.errors import ConfigError, DataError
 from ltm.core.sites import LATENT_SITE
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.inner_loop import InnerLoopConfig, fit_local
@@ -23,19 +24,19 @@ def as_batches(tokens, device: torch.device) -> list[torch.Tensor]:
     """One block tensor (B, T+1) or a list of them, checked and moved to `device`, as a list."""
     batches = [tokens] if isinstance(tokens, torch.Tensor) else list(tokens)
     if not batches:
-        raise ValueError("no batches to evaluate: give a (B, T+1) tensor or a non-empty list of them.")
+        raise DataError("no batches to evaluate: give a (B, T+1) tensor or a non-empty list of them.")
     for b in batches:
         if b.dim() != 2 or b.shape[1] < 2:
-            raise ValueError(f"each batch must be token ids (B, T+1) with T+1 >= 2, got shape "
-                             f"{tuple(b.shape)}.")
+            raise DataError(f"each batch must be token ids (B, T+1) with T+1 >= 2, got shape "
+                            f"{tuple(b.shape)}.")
     return [b.to(device) for b in batches]
 
 
 def check_prefix(prefix_len: int, block_tokens: int) -> None:
     """Refuse a prefix that leaves no continuation in blocks of `block_tokens` tokens."""
     if not 1 <= prefix_len < block_tokens:
-        raise ValueError(f"prefix_len={prefix_len} leaves nothing to score in blocks of "
-                         f"{block_tokens} tokens; the block must be longer than the prefix.")
+        raise ConfigError(f"prefix_len={prefix_len} leaves nothing to score in blocks of "
+                          f"{block_tokens} tokens; the block must be longer than the prefix.")
 
 
 @contextlib.contextmanager

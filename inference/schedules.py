@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ltm.core.errors import ConfigError
+
 INNER_SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -16,7 +18,7 @@ def inner_lr(step: int, total: int, lr: float, schedule: str, min_ratio: float =
         return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     if schedule == "linear":
         return lr * (1 - (1 - min_ratio) * progress)
-    raise ValueError(f"unknown inner-loop schedule '{schedule}'; choose one of {INNER_SCHEDULES}.")
+    raise ConfigError(f"unknown inner-loop schedule '{schedule}'; choose one of {INNER_SCHEDULES}.")
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:

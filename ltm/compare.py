@@ -19,6 +19,7 @@ import torch
 
 from ltm.cli.compare_args import build_parser, command_line
 from ltm.cli.errors import report_user_errors
+from ltm.core.errors import Preempted
 from ltm.eval.comparison import load_comparison
 from ltm.eval.comparison_run import run_comparison
 
@@ -31,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         comp = load_comparison(args.config, args.out_dir)
-        path = run_comparison(comp, command_line(argv), log=lambda m: print(m, flush=True))
+        try:
+            path = run_comparison(comp, command_line(argv), log=lambda m: print(m, flush=True))
+        except Preempted as stop:  # a run saved where it stopped: the same command continues it
+            message = str(stop).replace("continue with --resume auto", "run the same command again to "
+                                        "continue")
+            raise Preempted(stop.signum, stop.step, message) from None
         print(f"results in {path}")
 
     try:

@@ -38,6 +38,7 @@ from ltm.cli.evaluate_args import (
     parse_budgets,
     zero_shot_paths,
 )
+from ltm.core.errors import ConfigError
 from ltm.eval.curve import PROTOCOL_KEYS
 from ltm.eval.held_out import PROTOCOLS, held_out_blocks, score_held_out
 from ltm.eval.zero_shot import check_sets, run_sets
@@ -67,14 +68,14 @@ def run(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace, device: str) -> dict:
     budgets = parse_budgets(args.inner_steps)
     step_dir = resolve_checkpoint(args.checkpoint)
-    model, tokenizer, config = load_checkpoint(step_dir, device)
+    model, tokenizer, config = load_checkpoint(step_dir, device, args.trust_code)
     prefix = check_args(args, config.block_size)
     sets = zero_shot_paths(args)
     check_sets(sets, args.limit)
     if args.batches == 0 and not sets:
-        raise ValueError("nothing to evaluate: --batches 0 and no zero-shot set (--wikitext2, --ptb, "
-                         "--lambada, --blimp).")
-    guide = load_guide(step_dir, device, model)
+        raise ConfigError("nothing to evaluate: --batches 0 and no zero-shot set (--wikitext2, --ptb, "
+                          "--lambada, --blimp).")
+    guide = load_guide(step_dir, device, model, args.trust_code)
     protocols = check_protocols(args, guide, sets)
     batch_size = args.batch_size or config.batch_size
     inner = replace(config.inner_config(), **{k: v for k, v in (("optimizer", args.fast_optimizer),

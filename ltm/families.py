@@ -6,6 +6,7 @@ Its `name` is the key, and the key of its config section.
 
 from __future__ import annotations
 
+from ltm.core.errors import ConfigError
 from ltm.core.registry import resolve
 from ltm.models.family import Family
 from ltm.models.latent_thought import LatentThoughtModel
@@ -33,13 +34,10 @@ def resolve_family(spec: str | type) -> type[Family]:
     """The family class named by `spec`: a key of `FAMILIES`, a `module:Class` path, or a class.
 
     Raises:
-        ValueError: for an unknown name, or a class that is not an `ltm.models.Family`.
+        ConfigError: for an unknown name, or a class that is not an `ltm.models.Family`.
     """
-    cls = resolve(spec, FAMILIES, "model family")
-    if not (isinstance(cls, type) and issubclass(cls, Family)):
-        raise ValueError(f"model '{spec}' is not an ltm.models.Family subclass; a family subclasses "
-                         f"ltm.models.Family (see its docstring for the interface).")
+    cls = resolve(spec, FAMILIES, "model family", Family)
     if not cls.name:
-        raise ValueError(f"model family {cls.__name__} has no `name`; set the class attribute `name` "
-                         f"(its config-section key).")
+        raise ConfigError(f"model family {cls.__name__} has no `name`; set the class attribute `name` "
+                          f"(its config-section key).")
     return cls

@@ -19,6 +19,7 @@ import torch
 
 from ltm.cli.errors import report_user_errors
 from ltm.cli.sample_args import build_parser
+from ltm.core.errors import MissingFileError
 from ltm.sampling import generate_text
 from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
 
@@ -34,11 +35,11 @@ def _sample(args: argparse.Namespace) -> None:
     prompts = list(args.prompt)
     for path in args.prompt_file:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"prompt file {path} does not exist.")
+            raise MissingFileError(f"prompt file {path} does not exist.")
         prompts.append(Path(path).read_text().rstrip("\n"))
     step_dir = resolve_checkpoint(args.checkpoint)  # once: model and guide come from the same step
-    model, tokenizer, config = load_checkpoint(step_dir, args.device)
-    guide = load_guide(step_dir, args.device, model)
+    model, tokenizer, config = load_checkpoint(step_dir, args.device, args.trust_code)
+    guide = load_guide(step_dir, args.device, model, args.trust_code)
     texts = generate_text(model, tokenizer, config, prompts or None, guide=guide,
                           num_samples=args.num_samples,
                           unconditional=args.unconditional, max_new_tokens=args.max_new_tokens,

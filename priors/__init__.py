@@ -10,6 +10,7 @@ if __name__ != "ltm.priors":  # the folder priors/ installs as ltm.priors: one n
     raise ImportError(f"this folder is ltm's priors package: import it as ltm.priors, not as "
                       f"'{__name__}' (install ltm with: pip install -e .).")
 
+from ltm.core.errors import ConfigError
 from ltm.core.registry import resolve
 from ltm.priors.base import Prior
 from ltm.priors.degenerate import ContextDelta, DeltaPrior
@@ -32,11 +33,11 @@ PRIORS: dict[str, type[Prior]] = {
 
 def build_prior(spec: str | type, num_latents: int, latent_dim: int, **kwargs) -> Prior:
     """Build a prior from a registry name (see `PRIORS`), a `module:Class` path, or a class."""
-    cls = resolve(spec, PRIORS, "prior")
+    cls = resolve(spec, PRIORS, "prior", Prior)
     prior = cls(num_latents, latent_dim, **kwargs)
     if not isinstance(prior, Prior):
-        raise ValueError(f"prior '{spec}' is a {type(prior).__name__}, not an ltm.priors.Prior; "
-                         f"subclass ltm.priors.Prior.")
+        raise ConfigError(f"prior '{spec}' is a {type(prior).__name__}, not an ltm.priors.Prior; "
+                          f"subclass ltm.priors.Prior.")
     return prior
 
 

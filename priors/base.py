@@ -6,6 +6,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch import nn
 
+from ltm.core.errors import ConfigError
+
 
 class Prior(nn.Module):
     """Base class of every prior over latent thoughts.
@@ -28,8 +30,8 @@ class Prior(nn.Module):
     def __init__(self, num_latents: int, latent_dim: int):
         super().__init__()
         if num_latents < 1 or latent_dim < 1:
-            raise ValueError(f"{type(self).__name__}: num_latents and latent_dim must be >= 1, "
-                             f"got {num_latents} and {latent_dim}.")
+            raise ConfigError(f"{type(self).__name__}: num_latents and latent_dim must be >= 1, "
+                              f"got {num_latents} and {latent_dim}.")
         self.num_latents, self.latent_dim = num_latents, latent_dim
 
     @property

@@ -31,8 +31,8 @@ class VampPrior(Prior):
                  pseudo_dim: int = 64):
         super().__init__(num_latents, latent_dim)
         if min(num_pseudo, pseudo_len, pseudo_dim) < 1:
-            raise ValueError(f"VampPrior: num_pseudo, pseudo_len and pseudo_dim must be >= 1, got "
-                             f"{num_pseudo}, {pseudo_len}, {pseudo_dim}.")
+            raise ConfigError(f"VampPrior: num_pseudo, pseudo_len and pseudo_dim must be >= 1, got "
+                              f"{num_pseudo}, {pseudo_len}, {pseudo_dim}.")
         self.pseudo_inputs = nn.Parameter(torch.randn(num_pseudo, pseudo_len, pseudo_dim))  # (C, L, E)
         self.encoder: list[nn.Module] = []  # the guide's encoder, held by reference
 

@@ -94,7 +94,10 @@ def shared_run(tmp_path_factory) -> Path:
 
 def run_everything(flags: list[str], tmp_path, tmp_path_factory, capsys) -> dict:
     """Train 4 steps straight and 2 + 2 with a resume (they must agree); sample twice (the same
-    text); evaluate at K = 0, 2. Returns the evaluation report, with "run": the resumed run."""
+    text); evaluate at K = 0, 2. Returns the evaluation report, with "run": the resumed run.
+
+    Flags naming a `module:Class` path add --trust-code to the resume, sample and evaluate calls
+    (a checkpoint naming code is refused without it)."""
     import json
     import math
 
@@ -105,25 +108,28 @@ def run_everything(flags: list[str], tmp_path, tmp_path_factory, capsys) -> dict
     from ltm.train import main as train_main
 
     corpus, cache = shared_paths(tmp_path_factory)
+    trust = ["--trust-code"] if any(":" in f for f in flags) else []
     common = dict(max_steps=4, save_every=2, eval_every=2, lr_decay_steps=4)
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_main([*tiny_flags(corpus, cache, straight, **common), *flags]) == 0
     assert train_main([*tiny_flags(corpus, cache, split, **{**common, "max_steps": 2}), *flags]) == 0
-    assert train_main(["--out-dir", str(split), "--resume", "auto", "--max-steps", "4", "--no-progress"]) == 0
+    assert train_main(["--out-dir", str(split), "--resume", "auto", "--max-steps", "4", "--no-progress",
+                       *trust]) == 0
     a, b = train_losses(straight), train_losses(split)
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) <= 1e-6  # resumed == straight
     wa, wb = (load_file(run / "step_000004/model.safetensors") for run in (straight, split))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     capsys.readouterr()
-    args = ["--checkpoint", str(split), "--prompt", "the cat sat", "--max-new-tokens", "5", "--seed", "3"]
+    args = ["--checkpoint", str(split), "--prompt", "the cat sat", "--max-new-tokens", "5", "--seed", "3",
+            *trust]
     assert sample_main(args) == 0
     first = capsys.readouterr().out
     assert "the cat sat" in first
     assert sample_main(args) == 0 and capsys.readouterr().out == first
     out = tmp_path / "eval.json"
     assert evaluate_main(["--checkpoint", str(split), "--inner-steps", "0,2", "--batches", "1",
-                          "--iwae-samples", "2", "--out", str(out)]) == 0
+                          "--iwae-samples", "2", "--out", str(out), *trust]) == 0
     report = json.loads(out.read_text())
     if report["exact"]:  # one heading: the exact NLL, no budget K
         assert report["results"] == [] and math.isfinite(report["exact_nll"]["nll"])

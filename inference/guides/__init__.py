@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 
+from ltm.core.errors import ConfigError
 from ltm.core.registry import resolve
 from ltm.inference.guides.amortized import AmortizedGuide
 from ltm.inference.guides.base import LocalGuide, check_guide_fits_prior, initial_loc
@@ -39,13 +40,13 @@ def build_guide(spec: str | type, context: dict | None = None, **kwargs) -> Loca
             constructor takes it, and never over a keyword given in `kwargs`.
         **kwargs: The guide's own options (`--guide-kwargs`).
     """
-    cls = resolve(spec, GUIDES, "guide")
+    cls = resolve(spec, GUIDES, "guide", LocalGuide)
     accepted = inspect.signature(cls).parameters
     kwargs = {**{k: v for k, v in (context or {}).items() if k in accepted}, **kwargs}
     guide = cls(**kwargs)
     if not isinstance(guide, LocalGuide):
-        raise ValueError(f"guide '{spec}' is a {type(guide).__name__}, not an "
-                         f"ltm.inference.LocalGuide; subclass ltm.inference.LocalGuide.")
+        raise ConfigError(f"guide '{spec}' is a {type(guide).__name__}, not an "
+                          f"ltm.inference.LocalGuide; subclass ltm.inference.LocalGuide.")
     return guide
 
 

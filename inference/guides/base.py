@@ -6,6 +6,7 @@ import pyro
 import torch
 from torch import nn
 
+from ltm.core.errors import ConfigError
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE
 from ltm.inference.fixed_noise import fresh_noise
 from ltm.priors.base import Prior
@@ -152,7 +153,7 @@ def check_guide_fits_prior(guide: LocalGuide, prior: Prior) -> None:
     """Refuse a point-mass prior paired with a guide that is not the prior itself, and a guide
     built for another thought shape than the prior's."""
     if guide.event_shape is not None and tuple(guide.event_shape) != tuple(prior.event_shape):
-        raise ValueError(
+        raise ConfigError(
             f"guide {type(guide).__name__} was built for thoughts of shape "
             f"{tuple(guide.event_shape)} but the prior {type(prior).__name__} has event shape "
             f"{tuple(prior.event_shape)}; build the guide with the prior's num_latents and "
@@ -160,7 +161,7 @@ def check_guide_fits_prior(guide: LocalGuide, prior: Prior) -> None:
     if prior.is_degenerate and not guide.fits_degenerate_prior:
         fix = ("the empty guide (guide='none'): its thoughts are deterministic" if prior.token_level
                else "the prior guide (guide='prior', q = p)")
-        raise ValueError(
+        raise ConfigError(
             f"prior {type(prior).__name__} is degenerate (a point mass), so guide "
             f"{type(guide).__name__} would score log 0 = -inf; use {fix}.")
 

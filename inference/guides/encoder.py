@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ltm.core.errors import ConfigError, DataError
 from ltm.core.sites import IGNORE_INDEX
 
 LOG_SCALE_RANGE = (-7.0, 3.0)  # keeps exp(log_scale) finite for any encoder output
@@ -28,8 +29,8 @@ class SequenceEncoder(nn.Module):
     def __init__(self, vocab_size: int, num_latents: int, latent_dim: int, dim: int = 64):
         super().__init__()
         if min(vocab_size, num_latents, latent_dim, dim) < 1:
-            raise ValueError(f"SequenceEncoder: vocab_size, num_latents, latent_dim and dim must be "
-                             f">= 1, got {vocab_size}, {num_latents}, {latent_dim}, {dim}.")
+            raise ConfigError(f"SequenceEncoder: vocab_size, num_latents, latent_dim and dim must be "
+                              f">= 1, got {vocab_size}, {num_latents}, {latent_dim}, {dim}.")
         self.vocab_size, self.dim = vocab_size, dim
         self.event_shape = (num_latents, latent_dim)
         self.embed = nn.Embedding(vocab_size, dim)
@@ -42,8 +43,8 @@ class SequenceEncoder(nn.Module):
         """(loc, log_scale), each (B, N, D), of q(z | tokens) for token ids (B, T)."""
         mask = tokens != IGNORE_INDEX  # (B, T)
         if mask.any() and int(tokens[mask].max()) >= self.vocab_size:
-            raise ValueError(f"token id {int(tokens[mask].max())} is outside the encoder's vocabulary "
-                             f"of {self.vocab_size}; build the guide with the run's vocab_size.")
+            raise DataError(f"token id {int(tokens[mask].max())} is outside the encoder's vocabulary "
+                            f"of {self.vocab_size}; build the guide with the run's vocab_size.")
         return self.encode_embeddings(self.embed(tokens.clamp(min=0)), mask)  # embed: (B, T, E)
 
     def encode_embeddings(self, h: torch.Tensor, mask: torch.Tensor | None = None

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ltm.core.errors import ConfigError
 from ltm.inference.fixed_noise import normal
 from ltm.inference.guides.base import LocalGuide, initial_loc
 
@@ -23,7 +24,7 @@ class LocalGaussianGuide(LocalGuide):
     def __init__(self, init_scale: float = 1.0, init_loc: float | str = 0.0):
         super().__init__()
         if init_scale <= 0:
-            raise ValueError(f"LocalGaussianGuide: init_scale must be > 0, got {init_scale}.")
+            raise ConfigError(f"LocalGaussianGuide: init_scale must be > 0, got {init_scale}.")
         self.init_scale, self.init_loc = init_scale, init_loc
 
     def init_locals(self, prior, batch_size, start):

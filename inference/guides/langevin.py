@@ -8,6 +8,7 @@ import math
 import pyro.distributions as dist
 import torch
 
+from ltm.core.errors import ConfigError, DivergedError
 from ltm.inference.guides.base import LocalGuide, initial_loc
 
 INITS = ("prior", "prior_mean")
@@ -52,9 +53,9 @@ class LangevinGuide(LocalGuide):
         except (TypeError, ValueError):
             eta = math.nan
         if not (math.isfinite(eta) and eta > 0):
-            raise ValueError(f"LangevinGuide: step_size must be a finite number > 0, got {step_size!r}.")
+            raise ConfigError(f"LangevinGuide: step_size must be a finite number > 0, got {step_size!r}.")
         if init not in INITS:
-            raise ValueError(f"LangevinGuide: init must be one of {INITS}, got {init!r}.")
+            raise ConfigError(f"LangevinGuide: init must be one of {INITS}, got {init!r}.")
         self.step_size, self.mala, self.init = eta, bool(mala), init
         self.acceptance_rate: float | None = None
         self.generators: list[torch.Generator] = []  # per-row, set by `freeze_noise(noise)`
@@ -113,7 +114,7 @@ class LangevinGuide(LocalGuide):
         """Run K Langevin steps from the current z; return the summed energy before each step.
 
         Raises:
-            FloatingPointError: if U is not finite at the start, or (ULA) after a step.
+            DivergedError: if U is not finite at the start, or (ULA) after a step.
         """
         eta = self.step_size
         z = self.locals["z"].detach()  # (B, N, D)
@@ -122,8 +123,8 @@ class LangevinGuide(LocalGuide):
         for k in range(steps):
             value = u.sum().item()
             if not math.isfinite(value):
-                raise FloatingPointError(f"Langevin step {k + 1}/{steps}: the energy -log p(x, z) is "
-                                         f"{value}; lower the step size ({eta}).")
+                raise DivergedError(f"Langevin step {k + 1}/{steps}: the energy -log p(x, z) is "
+                                    f"{value}; lower the step size ({eta}).")
             before.append(value)
             proposal = z - eta * grad + math.sqrt(2 * eta) * self._randn(z)  # (B, N, D)
             if not self.mala:

@@ -1,4 +1,8 @@
-"""How the command-line tools report a user's mistake: one `error: ...` sentence, exit status 2."""
+"""How the command-line tools report a user's mistake: one `error: ...` sentence and its exit status.
+
+Only ltm's own user-error types (`ltm.core.errors.UserError`) are turned into one line; any other
+exception is a bug (in ltm or in code the user named) and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,25 @@ import os
 import sys
 from collections.abc import Callable
 
-from ltm.core.errors import CheckpointError, ConfigError, LostRankError
-
-USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, FloatingPointError,
-               LostRankError)
+from ltm.core.errors import Preempted, UserError
 
 
 def report_user_errors(body: Callable[[], object]) -> int:
-    """Run a CLI's body and return 0; a user error prints its first line as `error: ...`, returns 2.
+    """Run a CLI's body and return 0; a user error prints its first line as `error: ...` and returns
+    its exit status (2, or 1 for a failed save); a stop on a signal prints its one line and returns
+    128 + the signal number.
 
-    With LTM_DEBUG=1 the error propagates with its traceback instead.
+    With LTM_DEBUG=1 a user error propagates with its traceback instead.
     """
     try:
         body()
         return 0
-    except USER_ERRORS as err:
+    except Preempted as stop:
+        print(str(stop), file=sys.stderr)
+        return stop.exit_status
+    except UserError as err:
         if os.environ.get("LTM_DEBUG"):
             raise
         lines = str(err).strip().splitlines()  # one sentence: a loader's traceback text is dropped
         print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
-        return 2
+        return err.exit_status

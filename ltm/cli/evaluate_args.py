@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
+from ltm.core.errors import ConfigError
 from ltm.eval.curve import NEEDS_DENSITY, PROTOCOL_KEYS, default_protocols
 from ltm.eval.held_out import TITLES, check_long_fit
 from ltm.eval.zero_shot import SETS
@@ -48,6 +50,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the results as JSON to this file")
     p.add_argument("--plot", default=None, help="also write a PNG of each bound against K to this file")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow a checkpoint whose config names its model, prior or guide by a "
+                   "module:Class path (importing it runs that code; only for checkpoints you trust)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0: one per core (default: 1)")
     group = p.add_argument_group("zero-shot sets (local files; see ltm.eval.zero_shot)")
     group.add_argument("--wikitext2", default=None, help="WikiText-2 wiki.*.tokens file (e.g. test.txt)")
@@ -68,28 +73,30 @@ def parse_budgets(text: str) -> list[int]:
     try:
         budgets = [int(k) for k in text.split(",") if k.strip()]
     except ValueError:
-        raise ValueError(f"--inner-steps must be a comma list of integers like 0,4,16, "
-                         f"got '{text}'.") from None
+        raise ConfigError(f"--inner-steps must be a comma list of integers like 0,4,16, "
+                          f"got '{text}'.") from None
     if not budgets or min(budgets) < 0:
-        raise ValueError(f"--inner-steps needs budgets K >= 0, got '{text}'.")
+        raise ConfigError(f"--inner-steps needs budgets K >= 0, got '{text}'.")
     return budgets
 
 
 def check_args(args: argparse.Namespace, block_size: int) -> int:
     """Validate S and P against the checkpoint's block size; returns P (blocks hold T+1 tokens)."""
     if args.iwae_samples < 1:
-        raise ValueError(f"--iwae-samples S must be >= 1, got {args.iwae_samples}.")
+        raise ConfigError(f"--iwae-samples S must be >= 1, got {args.iwae_samples}.")
     if args.elbo_draws < 1:
-        raise ValueError(f"--elbo-draws must be >= 1, got {args.elbo_draws}.")
+        raise ConfigError(f"--elbo-draws must be >= 1, got {args.elbo_draws}.")
     if args.long_fit is not None and args.long_fit < 1:
-        raise ValueError(f"--long-fit must be >= 1 inner steps, got {args.long_fit}.")
+        raise ConfigError(f"--long-fit must be >= 1 inner steps, got {args.long_fit}.")
     if args.batches < 0:
-        raise ValueError(f"--batches must be >= 0, got {args.batches}.")
+        raise ConfigError(f"--batches must be >= 0, got {args.batches}.")
+    if args.fast_lr is not None and not (math.isfinite(args.fast_lr) and args.fast_lr > 0):
+        raise ConfigError(f"--fast-lr must be a finite number > 0, got {args.fast_lr}.")
     prefix = default_prefix_len(block_size + 1) if args.prefix_len is None else args.prefix_len
     if not 1 <= prefix <= block_size:
-        raise ValueError(f"--prefix-len {prefix} leaves no continuation to score in blocks of "
-                         f"{block_size + 1} tokens (block_size {block_size} + 1); use 1 <= P <= "
-                         f"{block_size}.")
+        raise ConfigError(f"--prefix-len {prefix} leaves no continuation to score in blocks of "
+                          f"{block_size + 1} tokens (block_size {block_size} + 1); use 1 <= P <= "
+                          f"{block_size}.")
     return prefix
 
 
@@ -103,22 +110,22 @@ def check_protocols(args: argparse.Namespace, guide, sets: dict[str, str]) -> li
         asked = [n.strip() for n in args.protocols.split(",") if n.strip()]
         unknown = [n for n in asked if n not in PROTOCOL_KEYS]
         if unknown or not asked:
-            raise ValueError(f"--protocols takes a comma list of {', '.join(PROTOCOL_KEYS)}, got "
-                             f"'{args.protocols}'.")
+            raise ConfigError(f"--protocols takes a comma list of {', '.join(PROTOCOL_KEYS)}, got "
+                              f"'{args.protocols}'.")
         names = [n for n in PROTOCOL_KEYS if n in asked]
     name = type(guide).__name__
     if not guide.has_density:
         needing = [n for n in NEEDS_DENSITY if n in names]
         if needing:
-            raise ValueError(f"--protocols {needing[0]}: " + density_refusal(
+            raise ConfigError(f"--protocols {needing[0]}: " + density_refusal(
                 name, TITLES[needing[0]], "use --protocols prefix (the prefix-predictive NLL) instead"))
         if args.long_fit is not None:
-            raise ValueError("--long-fit: " + density_refusal(
+            raise ConfigError("--long-fit: " + density_refusal(
                 name, "gap to a long fit (in fresh-noise ELBOs)", "drop --long-fit"))
         bounded = [s for s in DENSITY_SETS if s in sets]
         if bounded:
             s = bounded[0]
-            raise ValueError(f"--{s}: " + density_refusal(
+            raise ConfigError(f"--{s}: " + density_refusal(
                 name, f"{s} score (it includes the {DENSITY_SETS[s]})",
                 "score held-out text with --batches or --data (prefix-predictive), or use --lambada"))
     check_long_fit(args.long_fit, names)

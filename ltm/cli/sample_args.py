@@ -22,5 +22,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--inner-steps", type=int, default=None,
                    help="inner steps K fitting q(z|prompt) (default: the run's)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow a checkpoint whose config names its model, prior or guide by a "
+                   "module:Class path (importing it runs that code; only for checkpoints you trust)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0: one per core (default: 1)")
     return p

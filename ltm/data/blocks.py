@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ltm.core.errors import ConfigError, DataError
+
 
 class TokenBlocks:
     """Blocks of `block_size + 1` token ids over a 1-D (memory-mapped) token stream.
@@ -23,7 +25,7 @@ class TokenBlocks:
 
     def __init__(self, tokens: np.ndarray, block_size: int):
         if block_size < 1:
-            raise ValueError(f"block_size must be at least 1, got {block_size}.")
+            raise ConfigError(f"block_size must be at least 1, got {block_size}.")
         self.tokens = tokens  # (N,)
         self.block_size = block_size
         self._offsets = np.arange(block_size + 1)  # (T+1,)
@@ -60,8 +62,8 @@ class TokenBlocks:
         """
         n = len(self)
         if n == 0:
-            raise ValueError("no blocks to evaluate: the text is shorter than one block (block_size + 1 "
-                             "tokens); give more text.")
+            raise DataError("no blocks to evaluate: the text is shorter than one block (block_size + 1 "
+                            "tokens); give more text.")
         starts = range(0, min(n, batch_size * num_batches), batch_size)
         return [self.batch(range(s, min(s + batch_size, n))) for s in starts]  # each (B, T+1)
 
@@ -83,8 +85,8 @@ class BatchIterator:
 
     def __init__(self, blocks: TokenBlocks, batch_size: int, seed: int = 0):
         if not 1 <= batch_size <= len(blocks):
-            raise ValueError(f"batch_size={batch_size} must be between 1 and the number of blocks "
-                             f"({len(blocks)}); use a smaller batch_size or more data.")
+            raise ConfigError(f"batch_size={batch_size} must be between 1 and the number of blocks "
+                              f"({len(blocks)}); use a smaller batch_size or more data.")
         self.blocks, self.batch_size, self.seed = blocks, batch_size, seed
         self.epoch, self.position = 0, 0  # position = batches already yielded in this epoch
         self._order: np.ndarray | None = None
@@ -119,7 +121,7 @@ class BatchIterator:
         mine = self.state_dict()
         for key in ("batch_size", "num_blocks"):
             if state[key] != mine[key]:
-                raise ValueError(f"cannot resume: the saved iterator had {key}={state[key]} but this one "
-                                 f"has {mine[key]}; resume with the same data and batch_size.")
+                raise ConfigError(f"cannot resume: the saved iterator had {key}={state[key]} but this one "
+                                  f"has {mine[key]}; resume with the same data and batch_size.")
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
         self._order = None

@@ -9,9 +9,12 @@ sorted order, ignoring files of other kinds (README.md, SOURCE.md). Hub names go
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import os
 from pathlib import Path
 
+from ltm.core.errors import ConfigError, DataError, MissingFileError
 from ltm.data import embedded
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet",
@@ -44,21 +47,21 @@ def data_files(dataset: str) -> list[Path]:
     """
     path = Path(dataset).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"data path {dataset!r} does not exist; pass an existing file or folder "
-                                f"({_KINDS}), or dataset='embedded' for the built-in corpus.")
+        raise MissingFileError(f"data path {dataset!r} does not exist; pass an existing file or folder "
+                               f"({_KINDS}), or dataset='embedded' for the built-in corpus.")
     if path.is_file():
         if _extension(path) not in _BUILDERS:
-            raise ValueError(f"cannot read data file {dataset!r}: unknown extension "
-                             f"{''.join(path.suffixes)!r}; use {_KINDS}.")
+            raise DataError(f"cannot read data file {dataset!r}: unknown extension "
+                            f"{''.join(path.suffixes)!r}; use {_KINDS}.")
         files = [path]
     else:
         files = sorted((p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
                         and _extension(p) in _BUILDERS), key=lambda p: p.relative_to(path).as_posix())
         if not files:
-            raise ValueError(f"data folder {dataset!r} holds no data files; put {_KINDS} files in it.")
+            raise DataError(f"data folder {dataset!r} holds no data files; put {_KINDS} files in it.")
     empty = [str(p) for p in files if p.stat().st_size == 0]
     if empty:
-        raise ValueError(f"data file {empty[0]!r} is empty; remove it or fill it with text.")
+        raise DataError(f"data file {empty[0]!r} is empty; remove it or fill it with text.")
     return files
 
 
@@ -74,23 +77,58 @@ def fingerprint(dataset: str) -> dict:
 
 def _column(ds, text_field: str, source: str) -> list[str]:
     if text_field not in ds.column_names:
-        raise ValueError(f"dataset {source!r} has no column {text_field!r}; its columns are "
-                         f"{ds.column_names}: set text_field to the one holding the text.")
+        raise DataError(f"dataset {source!r} has no column {text_field!r}; its columns are "
+                        f"{ds.column_names}: set text_field to the one holding the text.")
     return [t for t in ds[text_field] if isinstance(t, str) and t.strip()]
 
 
-def _load_file(path: Path, text_field: str, cache_dir: Path) -> list[str]:
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Without `datasets`' own progress bars ("Generating train split"): a local file loads in
+    seconds, and ltm's tokenizing bar (shown for large corpora) says what is happening."""
+    import datasets
+
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+
+
+def _decode_error(err: BaseException) -> UnicodeDecodeError | None:
+    """The UnicodeDecodeError behind `err` (datasets wraps it in its own errors), if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UnicodeDecodeError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _load_file(path: Path, text_field: str, cache_dir: Path, encoding: str) -> list[str]:
     from datasets import load_dataset
 
     builder = _BUILDERS[_extension(path)]
     kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
     if _extension(path) == ".tsv":
         kwargs["sep"] = "\t"
+    if builder in ("text", "json", "csv"):  # parquet carries its own encoding
+        kwargs["encoding"] = encoding
     try:
-        ds = load_dataset(builder, data_files=[str(path)], split="train", cache_dir=str(cache_dir), **kwargs)
+        with _quiet_datasets():
+            ds = load_dataset(builder, data_files=[str(path)], split="train", cache_dir=str(cache_dir),
+                              **kwargs)
     except Exception as e:
-        raise ValueError(f"could not read data file {str(path)!r} with the datasets {builder!r} loader "
-                         f"({type(e).__name__}: {e}); check that it is valid {builder}.") from e
+        bad = _decode_error(e)
+        if bad is not None:
+            raise DataError(f"data file {str(path)!r} is not valid {encoding} text (byte "
+                            f"{bad.object[bad.start:bad.start + 1]!r} at offset {bad.start}); name its "
+                            f"encoding with --encoding, e.g. --encoding latin-1.") from None
+        raise DataError(f"could not read data file {str(path)!r} with the datasets {builder!r} loader "
+                        f"({type(e).__name__}: {e}); check that it is valid {builder}.") from e
     if builder == "text":
         return [t.strip("\n") for t in _column(ds, "text", str(path))]
     return _column(ds, text_field, str(path))
@@ -102,32 +140,45 @@ def _load_hub(name: str, text_field: str, cache_dir: Path) -> list[str]:
     try:
         ds = load_dataset(name, split="train", cache_dir=str(cache_dir))
     except Exception as e:
-        raise ValueError(f"dataset {name!r} is no local path and could not be loaded from the hub "
-                         f"({type(e).__name__}: {e}); pass an existing local file or folder, or "
-                         f"dataset='embedded'.") from e
+        raise DataError(f"dataset {name!r} is no local path and could not be loaded from the hub "
+                        f"({type(e).__name__}: {e}); pass an existing local file or folder, or "
+                        f"dataset='embedded'.") from e
     return _column(ds, text_field, name)
 
 
-def load_documents(dataset: str, text_field: str, cache_dir: str | Path) -> list[str]:
+def _check_encoding(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"--encoding {encoding!r} is not a text encoding Python knows; use e.g. "
+                          f"utf-8, latin-1 or cp1252.") from None
+
+
+def load_documents(dataset: str, text_field: str, cache_dir: str | Path,
+                   encoding: str = "utf-8") -> list[str]:
     """Non-empty text documents of `dataset`, in a deterministic order.
 
     Args:
         dataset: "embedded", a local file or folder, or a hub dataset name.
         text_field: Column holding the text (json/parquet/csv; `.txt` files always use their text).
         cache_dir: Where `datasets` may keep its Arrow cache.
+        encoding: The text encoding of local .txt, .json(l) and .csv files (any name Python's
+            codecs know: "utf-8", "latin-1", "cp1252", ...).
 
     Raises:
-        FileNotFoundError: A local path that does not exist.
-        ValueError: Unreadable data, a missing column, or no text at all.
+        MissingFileError: A local path that does not exist.
+        DataError: Unreadable data (text not in `encoding`), a missing column, or no text at all.
     """
+    if encoding != "utf-8":
+        _check_encoding(encoding)
     if dataset == "embedded":
         return list(embedded.embedded_documents())
     cache_dir = Path(cache_dir)
     if _is_hub_name(dataset):
         docs = _load_hub(dataset, text_field, cache_dir)
     else:
-        docs = [d for p in data_files(dataset) for d in _load_file(p, text_field, cache_dir)]
+        docs = [d for p in data_files(dataset) for d in _load_file(p, text_field, cache_dir, encoding)]
     if not docs:
-        raise ValueError(f"dataset {dataset!r} has no text in field {text_field!r} (every row is empty); "
-                         f"point text_field at the column holding the text.")
+        raise DataError(f"dataset {dataset!r} has no text in field {text_field!r} (every row is empty); "
+                        f"point text_field at the column holding the text.")
     return docs

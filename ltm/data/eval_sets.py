@@ -19,6 +19,8 @@ import json
 import re
 from pathlib import Path
 
+from ltm.core.errors import DataError, MissingFileError
+
 _HEADING = re.compile(r"^ ?= [^=].* = ?$")  # a WikiText article title line
 
 
@@ -26,14 +28,14 @@ def read_text(path: str | Path, what: str) -> str:
     """The text of a (possibly gzipped) UTF-8 file, checked to exist and hold something."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist; pass the path to it.")
+        raise MissingFileError(f"{what} file {str(path)!r} does not exist; pass the path to it.")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise ValueError(f"{what} file {str(path)!r} is not UTF-8 text ({type(err).__name__}).") from None
+        raise DataError(f"{what} file {str(path)!r} is not UTF-8 text ({type(err).__name__}).") from None
     if not text.strip():
-        raise ValueError(f"{what} file {str(path)!r} is empty.")
+        raise DataError(f"{what} file {str(path)!r} is empty.")
     return text
 
 
@@ -63,11 +65,11 @@ def _jsonl(path: Path, what: str, fields: tuple[str, ...], expect: str) -> list[
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            raise ValueError(f"{what} file {str(path)!r} is not JSON lines (line {i} does not parse); "
-                             f"expected {expect}.") from None
+            raise DataError(f"{what} file {str(path)!r} is not JSON lines (line {i} does not parse); "
+                            f"expected {expect}.") from None
         if not isinstance(row, dict) or any(not isinstance(row.get(f), str) for f in fields):
-            raise ValueError(f"{what} file {str(path)!r} line {i} lacks the string field(s) "
-                             f"{', '.join(fields)}; expected {expect}.")
+            raise DataError(f"{what} file {str(path)!r} line {i} lacks the string field(s) "
+                            f"{', '.join(fields)}; expected {expect}.")
         rows.append(row)
     return rows
 
@@ -80,7 +82,7 @@ def lambada_examples(path: str | Path) -> list[tuple[str, str]]:
         if context and word:
             out.append((context, word))
     if not out:
-        raise ValueError(f"LAMBADA file {str(path)!r} holds no passage with a last word.")
+        raise DataError(f"LAMBADA file {str(path)!r} holds no passage with a last word.")
     return out
 
 
@@ -88,12 +90,12 @@ def blimp_files(path: str | Path) -> list[Path]:
     """The BLiMP paradigm files a file or folder names, sorted."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"BLiMP path {str(path)!r} does not exist; pass a <paradigm>.jsonl(.gz) "
-                                f"file or a folder of them.")
+        raise MissingFileError(f"BLiMP path {str(path)!r} does not exist; pass a <paradigm>.jsonl(.gz) "
+                               f"file or a folder of them.")
     files = [path] if path.is_file() else sorted(
         p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))
     if not files:
-        raise ValueError(f"BLiMP folder {str(path)!r} holds no .jsonl or .jsonl.gz files.")
+        raise DataError(f"BLiMP folder {str(path)!r} holds no .jsonl or .jsonl.gz files.")
     return files
 
 

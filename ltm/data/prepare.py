@@ -23,6 +23,7 @@ import tokenizers
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from ltm.core.errors import ConfigError, DataError, MissingFileError
 from ltm.data import corpus
 from ltm.data import tokenizer as tk
 from ltm.data.blocks import TokenBlocks
@@ -46,6 +47,7 @@ class DataConfig:
         val_fraction: Fraction of documents held out for validation (0 for none).
         seed: Seed of the document split.
         max_documents: Use only the first this many documents (None for all).
+        encoding: Text encoding of local .txt, .json(l) and .csv files.
     """
 
     dataset: str = "embedded"
@@ -56,6 +58,7 @@ class DataConfig:
     val_fraction: float = 0.05
     seed: int = 0
     max_documents: int | None = None
+    encoding: str = "utf-8"
 
 
 @dataclass
@@ -83,22 +86,24 @@ class PreparedData:
 
 def _check(cfg: DataConfig) -> None:
     if cfg.block_size < 1:
-        raise ValueError(f"block_size must be at least 1, got {cfg.block_size}.")
+        raise ConfigError(f"block_size must be at least 1, got {cfg.block_size}.")
     if not 0 <= cfg.val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}.")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}.")
     if cfg.max_documents is not None and cfg.max_documents < 1:
-        raise ValueError(f"max_documents must be at least 1 or None, got {cfg.max_documents}.")
+        raise ConfigError(f"max_documents must be at least 1 or None, got {cfg.max_documents}.")
     if cfg.tokenizer == "bpe":
         tk.check_bpe_vocab_size(cfg.vocab_size)
     elif not Path(cfg.tokenizer).expanduser().is_file():
-        raise FileNotFoundError(f"tokenizer file {cfg.tokenizer!r} does not exist; pass the path to a "
-                                f"tokenizer.json, or tokenizer='bpe' to train one on the data.")
+        raise MissingFileError(f"tokenizer file {cfg.tokenizer!r} does not exist; pass the path to a "
+                               f"tokenizer.json, or tokenizer='bpe' to train one on the data.")
 
 
 def cache_key(cfg: DataConfig) -> str:
     """Hash of everything the cached streams depend on (all of `cfg` but `block_size`)."""
     fields = dataclasses.asdict(cfg)
     fields.pop("block_size")
+    if cfg.encoding == "utf-8":  # the default keeps the keys of caches made before the field existed
+        fields.pop("encoding")
     if cfg.tokenizer != "bpe":
         path = Path(cfg.tokenizer).expanduser().resolve()
         fields["tokenizer"] = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
@@ -134,11 +139,12 @@ def pack(tok: Tokenizer, docs: list[str], bos: int, eos: int, desc: str) -> np.n
 
 def _build(cfg: DataConfig, cache_dir: Path, out: Path) -> None:
     """Load, split, tokenize and pack; write tokenizer.json, train.npy, val.npy, meta.json to `out`."""
-    docs = corpus.load_documents(cfg.dataset, cfg.text_field, cache_dir / "hf")[:cfg.max_documents]
+    docs = corpus.load_documents(cfg.dataset, cfg.text_field, cache_dir / "hf",
+                                 cfg.encoding)[:cfg.max_documents]
     if cfg.val_fraction > 0 and len(docs) < 2:
-        raise ValueError(f"dataset {cfg.dataset!r} has only {len(docs)} document; a train/validation "
-                         f"split needs at least 2 (split the text into paragraphs, rows or files), "
-                         f"or set val_fraction=0.")
+        raise DataError(f"dataset {cfg.dataset!r} has only {len(docs)} document; a train/validation "
+                        f"split needs at least 2 (split the text into paragraphs, rows or files), "
+                        f"or set val_fraction=0.")
     train_idx, val_idx = split_documents(len(docs), cfg.val_fraction, cfg.seed)
     train_docs, val_docs = [docs[i] for i in train_idx], [docs[i] for i in val_idx]
     if cfg.tokenizer == "bpe":
@@ -158,8 +164,8 @@ def _blocks(tokens: np.ndarray, block_size: int, split: str, cfg: DataConfig) ->
     n, need = int(tokens.shape[0]), block_size + 1
     if n < need and (split == "train" or cfg.val_fraction > 0):
         hint = " or a larger val_fraction" if split == "validation" else ""
-        raise ValueError(f"the {split} split of {cfg.dataset!r} has {n} tokens but one block needs "
-                         f"block_size + 1 = {need}: use block_size <= {max(1, n - 1)}, more text{hint}.")
+        raise DataError(f"the {split} split of {cfg.dataset!r} has {n} tokens but one block needs "
+                        f"block_size + 1 = {need}: use block_size <= {max(1, n - 1)}, more text{hint}.")
     return TokenBlocks(tokens, block_size)
 
 

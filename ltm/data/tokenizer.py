@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ltm.core.errors import ConfigError, DataError, MissingFileError
+
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SPECIAL_TOKENS = (BOS, EOS, PAD)
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte, plus the specials
@@ -26,7 +28,7 @@ _PAD_NAMES = (PAD, "<|padding|>", "<pad>", "[PAD]")
 def check_bpe_vocab_size(vocab_size: int) -> None:
     """Raise ValueError when a byte-level BPE cannot have `vocab_size` entries."""
     if vocab_size < MIN_BPE_VOCAB:
-        raise ValueError(
+        raise ConfigError(
             f"vocab_size={vocab_size} is too small for a byte-level BPE: it needs at least {MIN_BPE_VOCAB} "
             f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens); set vocab_size >= {MIN_BPE_VOCAB}.")
 
@@ -59,13 +61,13 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"tokenizer file {str(path)!r} does not exist; pass the path to a "
-                                f"tokenizer.json, or tokenizer='bpe' to train one on the data.")
+        raise MissingFileError(f"tokenizer file {str(path)!r} does not exist; pass the path to a "
+                               f"tokenizer.json, or tokenizer='bpe' to train one on the data.")
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
-        raise ValueError(f"could not read tokenizer file {str(path)!r} ({e}); pass a valid tokenizer.json "
-                         f"(as saved by the `tokenizers` library), or tokenizer='bpe'.") from e
+        raise DataError(f"could not read tokenizer file {str(path)!r} ({e}); pass a valid tokenizer.json "
+                        f"(as saved by the `tokenizers` library), or tokenizer='bpe'.") from e
     vocab = tok.get_vocab(with_added_tokens=True)
     missing = [name for names, name in ((_BOS_NAMES, BOS), (_EOS_NAMES, EOS))
                if not any(n in vocab for n in names)]
@@ -83,8 +85,8 @@ def special_ids(tok: Tokenizer) -> tuple[int, int, int]:
 
     bos, eos = first(_BOS_NAMES), first(_EOS_NAMES)
     if bos is None or eos is None:
-        raise ValueError("the tokenizer has no BOS/EOS token; load it with "
-                         "ltm.data.tokenizer.load_tokenizer, which adds them.")
+        raise DataError("the tokenizer has no BOS/EOS token; load it with "
+                        "ltm.data.tokenizer.load_tokenizer, which adds them.")
     pad = first(_PAD_NAMES)
     return bos, eos, eos if pad is None else pad
 

@@ -35,7 +35,7 @@ from ltm.training.config import TrainConfig, coerce_values, merge_values
 # One dataset, one tokenizer, one token budget: no run may set these on its own.
 SHARED_KEYS = ("dataset", "tokenizer", "vocab_size", "block_size", "batch_size", "max_steps",
                "data_seed", "val_fraction", "max_documents", "text_field")
-OWNED_KEYS = ("out_dir", "resume", "overwrite", "init_from")  # the comparison sets these itself
+OWNED_KEYS = ("out_dir", "resume", "overwrite", "init_from", "trust_code")  # the comparison sets these itself
 TOP_KEYS = ("name", "out_dir", "common", "eval", "runs")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -194,10 +194,10 @@ def _refuse_density_free(config: TrainConfig, where: str) -> None:
     """Refuse a stochastic run whose guide has no tractable density (it has no ELBO to compare)."""
     spec = config.guide or config.family.default_guide
     try:
-        guide = resolve(spec, GUIDES, "guide")
+        guide = resolve(spec, GUIDES, "guide", LocalGuide)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
-    if not config.family.exact_nll and issubclass(guide, LocalGuide) and not guide.has_density:
+    if not config.family.exact_nll and not guide.has_density:
         raise ConfigError(f"{where}: " + density_refusal(
             f"'{spec}'", "comparison's fresh-noise ELBO and importance-weighted bound",
             "train it alone and score it with python -m ltm.evaluate (prefix-predictive NLL)"))

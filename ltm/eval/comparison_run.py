@@ -20,19 +20,21 @@ import os
 import time
 from pathlib import Path
 
-from ltm.core.errors import ConfigError
+from ltm.core.errors import ConfigError, UserError
 from ltm.data import prepare_data
 from ltm.eval.comparison import Comparison, RunSpec
 from ltm.eval.comparison_report import write_report
 from ltm.eval.flops import step_cost
 from ltm.eval.run_eval import evaluate_run
 from ltm.training.checkpoint import latest_checkpoint, read_config, read_manifest
+from ltm.training.run_lock import RunLock
 from ltm.training.trainer import Trainer
+from ltm.training.trusted_code import named_code
 
 COST_FILE, EVAL_FILE, SESSIONS_FILE = "cost.json", "eval.json", "sessions.json"
 # Settings that change how a run is executed or where it lives, not what it computes.
 _MECHANICS = ("out_dir", "resume", "init_from", "overwrite", "progress", "threads", "device",
-              "cache_dir")
+              "cache_dir", "trust_code")
 
 
 def read_json(path: Path) -> dict | None:
@@ -66,12 +68,19 @@ def _flatten(values: dict, prefix: str = "") -> dict:
     return out
 
 
+def own_code(run: RunSpec) -> list[str]:
+    """The `module:Class` paths the comparison's own config gives this run: its checkpoints may
+    name them (the user chose them), and no other."""
+    return list(named_code(run.config.to_dict()).values())
+
+
 def check_existing_run(comp: Comparison, run: RunSpec) -> None:
     """Refuse a run folder whose checkpoints were trained with another config."""
     latest = latest_checkpoint(comp.run_dir(run))
     if latest is None:
         return
-    saved, wanted = _flatten(read_config(latest).to_dict()), _flatten(run.config.to_dict())
+    saved = _flatten(read_config(latest, own_code(run)).to_dict())
+    wanted = _flatten(run.config.to_dict())
     for key in wanted:
         if saved.get(key) != wanted[key]:
             raise ConfigError(f"run '{run.name}': {comp.run_dir(run)} holds a run trained with {key} "
@@ -88,7 +97,7 @@ def prepare(comp: Comparison, log=print) -> dict:
     cfg = comp.runs[0].config
     try:
         data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
-    except (FileNotFoundError, ValueError) as err:
+    except UserError as err:
         message = str(err).strip().splitlines()[0]
         raise type(err)(f"common: dataset {cfg.dataset!r} of {comp.source} cannot be used: "
                         f"{message}") from None
@@ -139,7 +148,16 @@ def _record_session(comp: Comparison, command: str, started: float, date: str) -
 
 
 def run_comparison(comp: Comparison, command: str, log=print) -> Path:
-    """Train and score every run of `comp` (skipping finished ones); returns results.md's path."""
+    """Train and score every run of `comp` (skipping finished ones); returns results.md's path.
+
+    Holds the lock of `comp.out_dir` (`RunLock`) throughout: a second comparison into the same
+    folder is refused.
+    """
+    with RunLock(comp.out_dir, "comparison"):
+        return _run_comparison(comp, command, log)
+
+
+def _run_comparison(comp: Comparison, command: str, log) -> Path:
     started = time.perf_counter()
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     costs = prepare(comp, log)
@@ -161,7 +179,7 @@ def run_comparison(comp: Comparison, command: str, log=print) -> Path:
         else:
             log(f"{tag}: scoring the held-out split (K = {comp.eval.inner_steps})")
             t0 = time.perf_counter()
-            report = evaluate_run(run_dir, comp.eval)
+            report = evaluate_run(run_dir, comp.eval, own_code(run))
             report["eval_seconds"] = round(time.perf_counter() - t0, 3)
             write_json(run_dir / EVAL_FILE, report)
         path = write_report(comp, costs, command, _record_session(comp, command, started, date))

@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ltm.core.errors import ConfigError
 from ltm.core.sites import IGNORE_INDEX
 from ltm.inference.data_parallel import local_batches, reduce_sums
 from ltm.inference.posterior_fit import check_prefix, evaluation_mode
@@ -37,9 +38,9 @@ def exact_scores(family, batches, prefix_len: int, seed: int = 0) -> dict:
         ValueError: for a family whose thoughts are stochastic (no exact NLL to compute).
     """
     if not family.exact_nll:
-        raise ValueError(f"model '{family.name}' has stochastic thoughts, so its NLL is not exact "
-                         f"and one forward pass does not give it; score it with the fresh-noise ELBO, "
-                         f"the importance-weighted bound or prefix-predictive NLL (ltm.inference.bounds).")
+        raise ConfigError(f"model '{family.name}' has stochastic thoughts, so its NLL is not exact "
+                          f"and one forward pass does not give it; score it with the fresh-noise ELBO, "
+                          f"the importance-weighted bound or prefix-predictive NLL (ltm.inference.bounds).")
     total, n_tok, cont, n_cont, n_seq = 0.0, 0, 0.0, 0, 0
     with evaluation_mode(family, seed) as device, torch.no_grad():
         for batch in local_batches(batches, device):

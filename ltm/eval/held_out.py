@@ -15,6 +15,7 @@ import contextlib
 from dataclasses import replace
 from pathlib import Path
 
+from ltm.core.errors import ConfigError, DataError, MissingFileError
 from ltm.data import TokenBlocks, prepare_data
 from ltm.data.corpus import load_documents
 from ltm.data.prepare import pack
@@ -30,6 +31,7 @@ from ltm.eval.exact import exact_scores, format_exact
 from ltm.inference import InnerLoopConfig
 from ltm.inference.bound_results import ELBO_LABEL, IWAE_LABEL, PREFIX_LABEL, PUBLISHED_LABEL
 from ltm.inference.bounds import default_prefix_len, fresh_noise_elbo
+from ltm.inference.diagnostics import diagnostics_skipped
 
 TITLES = {"elbo": "fresh-noise ELBO", "iwae": "importance-weighted bound",
           "prefix": "prefix-predictive NLL", "published": "published protocol"}
@@ -65,9 +67,10 @@ def _quiet_datasets():
 def text_blocks(path: str, tokenizer, config):
     """Blocks of a text file, split into documents and packed exactly as training data is."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"data file {path} does not exist.")
+        raise MissingFileError(f"data file {path} does not exist.")
     with _quiet_datasets():
-        docs = load_documents(path, config.text_field, Path(config.data_cache_dir()) / "hf")
+        docs = load_documents(path, config.text_field, Path(config.data_cache_dir()) / "hf",
+                              config.encoding)
     bos, eos, _ = special_ids(tokenizer)
     return TokenBlocks(pack(tokenizer, docs, bos, eos, "tokenizing"), config.block_size)
 
@@ -79,16 +82,16 @@ def held_out_blocks(config, tokenizer, data_file: str | None = None, split: str 
         return text_blocks(data_file, tokenizer, config)
     data = prepare_data(config.data_config(), config.data_cache_dir())
     if data.tokenizer.to_str() != tokenizer.to_str():
-        raise ValueError(f"the {config.dataset!r} data prepared here has another tokenizer than the "
-                         f"checkpoint's (a changed corpus or library version); score a text file with "
-                         f"--data instead.")
+        raise DataError(f"the {config.dataset!r} data prepared here has another tokenizer than the "
+                        f"checkpoint's (a changed corpus or library version); score a text file with "
+                        f"--data instead.")
     return data.train if split == "train" else data.val
 
 
 def check_long_fit(long_fit: int | None, protocols: list[str]) -> None:
     """Refuse a long fit without the ELBO: its gap to each K is a difference of fresh-noise ELBOs."""
     if long_fit and "elbo" not in protocols:
-        raise ValueError("--long-fit reports each K's gap in the fresh-noise ELBO: add elbo to --protocols.")
+        raise ConfigError("--long-fit reports each K's gap in the fresh-noise ELBO: add elbo to --protocols.")
 
 
 def absent_note(guide, protocols: list[str]) -> str | None:
@@ -134,9 +137,11 @@ def score_held_out(model, guide, batches, budgets: list[int], inner: InnerLoopCo
         for row in curve:
             row["gap_to_long_fit"] = row["fresh_noise_elbo"]["neg_elbo"] - long.neg_elbo
     n_tokens = sum(b[:, 1:].numel() for b in batches)
-    diagnostics = (format_diagnostics(curve, report) if guide.has_density else
-                   f"latent use: not computed (KL per latent vector and mutual information need log "
-                   f"q(z), which guide {type(guide).__name__} does not have)")
+    skipped = diagnostics_skipped(model, guide)
+    if skipped:
+        report["diagnostics_skipped"] = skipped
+    diagnostics = (f"latent use: not computed ({skipped})" if skipped and "long_fit" not in report
+                   else format_diagnostics(curve, report))
     print(f"data {data}, {n_tokens} tokens, nats/token:\n{format_table(curve, protocols)}\n"
           f"{format_legend(curve, protocols)}" + (f"\n  {note}" if note else "") + f"\n{diagnostics}")
     if plot:

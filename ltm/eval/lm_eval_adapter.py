@@ -45,6 +45,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ltm.core.errors import ConfigError
+
 try:
     import lm_eval.models  # noqa: F401 (registers the built-in models' placeholders first)
     from lm_eval.api.model import LM
@@ -99,26 +101,29 @@ class LTMHarnessModel(LM):
         batch_size: Accepted for the harness's interface; requests are scored one at a time (each
             fits its own q), so the results do not depend on it.
         max_batch_size: Accepted and ignored, like `batch_size`.
+        trust_code: Allow a checkpoint whose config names its model, prior or guide by a
+            `module:Class` path, which loading imports (`trust_code=True` in `--model_args`).
 
     Raises:
-        ValueError: for num_samples < 1, inner_steps < 0 or an unknown rolling mode.
+        ConfigError: for num_samples < 1, inner_steps < 0 or an unknown rolling mode.
         ltm.core.errors.CheckpointError: for a checkpoint that cannot be loaded.
     """
 
     def __init__(self, pretrained: str | Path, inner_steps: int | None = None, num_samples: int = 8,
                  seed: int = 0, rolling: str = "bound", posterior_mean: bool = False,
                  device: str | None = None, batch_size: int | str | None = None,
-                 max_batch_size: int | None = None) -> None:
+                 max_batch_size: int | None = None, trust_code: bool | str = False) -> None:
         super().__init__()
         num_samples, seed = int(num_samples), int(seed)
         if num_samples < 1:
-            raise ValueError(f"num_samples S must be >= 1, got {num_samples}.")
+            raise ConfigError(f"num_samples S must be >= 1, got {num_samples}.")
         if rolling not in ROLLING_MODES:
-            raise ValueError(f"unknown rolling mode {rolling!r}; choose one of {ROLLING_MODES}.")
+            raise ConfigError(f"unknown rolling mode {rolling!r}; choose one of {ROLLING_MODES}.")
         self._device = _pick_device(device)
         step_dir = resolve_checkpoint(pretrained)  # once: model and guide come from the same step
-        self.model, self.tokenizer, self.config = load_checkpoint(step_dir, self._device)
-        self.guide = load_guide(step_dir, self._device, self.model)
+        trust = _as_bool(trust_code)
+        self.model, self.tokenizer, self.config = load_checkpoint(step_dir, self._device, trust)
+        self.guide = load_guide(step_dir, self._device, self.model, trust)
         steps = self.config.eval_steps if inner_steps in (None, "") else int(inner_steps)
         self.inner = self.config.inner_config(steps)  # raises ValueError for K < 0
         self.num_samples, self.seed, self.rolling = num_samples, seed, rolling

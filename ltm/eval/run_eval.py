@@ -11,6 +11,7 @@ labelled with its protocol.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from ltm.eval.exact import exact_scores
@@ -25,12 +26,13 @@ from ltm.inference.diagnostics import posterior_diagnostics
 from ltm.training.checkpoint import load_checkpoint, load_guide, read_manifest, resolve_checkpoint
 
 
-def evaluate_run(run_dir: str | Path, settings) -> dict:
+def evaluate_run(run_dir: str | Path, settings, trust_code: bool | Collection[str] = False) -> dict:
     """The held-out numbers of the run's latest checkpoint, JSON-ready.
 
     Args:
         run_dir: A run directory (its latest checkpoint is scored) or a step directory.
         settings: An `ltm.eval.comparison.EvalSettings`.
+        trust_code: The `module:Class` paths its config may name (see `load_checkpoint`).
 
     Returns:
         {"checkpoint", "step", "model", "exact", "settings", "data": {"blocks", "tokens"}} and either
@@ -39,8 +41,8 @@ def evaluate_run(run_dir: str | Path, settings) -> dict:
         (posterior diagnostics, ...) may be added to this dict by later code.
     """
     step_dir = resolve_checkpoint(run_dir)
-    model, tokenizer, config = load_checkpoint(step_dir)
-    guide = load_guide(step_dir, model=model)
+    model, tokenizer, config = load_checkpoint(step_dir, trust_code=trust_code)
+    guide = load_guide(step_dir, model=model, trust_code=trust_code)
     blocks = held_out_blocks(config, tokenizer)
     batches = blocks.fixed_batches(settings.batch_size or config.batch_size, settings.batches)
     seed, exact = settings.seed, bool(model.exact_nll)

@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ltm.core.errors import ConfigError, DataError
 from ltm.inference import InnerLoopConfig
 from ltm.inference.bounds import importance_weighted_bound
 from ltm.inference.posterior_fit import evaluation_mode, fit_posterior, predictive_logits
@@ -30,12 +31,12 @@ def model_block_size(model) -> int:
 def fit_window(context_ids: list[int], continuation_ids: list[int], block_size: int) -> list[int]:
     """context + continuation, the context truncated from the left to fit block_size + 1 tokens."""
     if not continuation_ids:
-        raise ValueError("the continuation is empty: give at least one token to score.")
+        raise DataError("the continuation is empty: give at least one token to score.")
     if not context_ids:
-        raise ValueError("the context is empty: give at least one token (e.g. the BOS id) to condition on.")
+        raise DataError("the context is empty: give at least one token (e.g. the BOS id) to condition on.")
     if len(continuation_ids) > block_size:
-        raise ValueError(f"the continuation has {len(continuation_ids)} tokens, more than the model's "
-                         f"block_size {block_size}; score it in pieces.")
+        raise DataError(f"the continuation has {len(continuation_ids)} tokens, more than the model's "
+                        f"block_size {block_size}; score it in pieces.")
     keep = block_size + 1 - len(continuation_ids)
     return list(context_ids[-keep:]) + list(continuation_ids)
 
@@ -74,7 +75,7 @@ def continuation_logprob(model, guide, context_ids: list[int], continuation_ids:
         ValueError: for S < 1, an empty context or continuation, or a continuation over the block.
     """
     if num_samples < 1:
-        raise ValueError(f"num_samples S must be >= 1, got {num_samples}.")
+        raise ConfigError(f"num_samples S must be >= 1, got {num_samples}.")
     ids = fit_window(context_ids, continuation_ids, block_size or model_block_size(model))
     P = len(ids) - len(continuation_ids)  # context tokens kept
     with evaluation_mode(model, seed) as device:
@@ -100,7 +101,7 @@ def sequence_logprob(model, guide, ids: list[int], inner: InnerLoopConfig, num_s
     block_size + 1 tokens. Exact for deterministic families.
     """
     if len(ids) < 2:
-        raise ValueError(f"a sequence to score needs at least 2 tokens (e.g. BOS + one), got {len(ids)}.")
+        raise DataError(f"a sequence to score needs at least 2 tokens (e.g. BOS + one), got {len(ids)}.")
     ids = list(ids)[-((block_size or model_block_size(model)) + 1):]
     device = next(model.parameters()).device
     bound = importance_weighted_bound(model, guide, torch.tensor([ids], device=device), inner,

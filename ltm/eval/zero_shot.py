@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from ltm.core.errors import ConfigError, DataError
 from ltm.data import TokenBlocks, eval_sets
 from ltm.data.prepare import pack
 from ltm.data.tokenizer import encode, special_ids
@@ -53,7 +54,7 @@ def corpus_perplexity(model, guide, tokenizer, docs: list[str], block_size: int,
     blocks = TokenBlocks(pack(tokenizer, docs, bos, eos, "tokenizing"), block_size)
     n = min(len(blocks), limit or len(blocks))
     if n == 0:
-        raise ValueError(f"the text holds fewer than {block_size + 1} tokens: nothing to score.")
+        raise DataError(f"the text holds fewer than {block_size + 1} tokens: nothing to score.")
     batches = [blocks.batch(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]  # (B, T+1)
     prefix_len = prefix_len or default_prefix_len(block_size + 1)
     prefix = prefix_predictive_perplexity(model, guide, batches, prefix_len, inner, num_samples, seed)
@@ -114,7 +115,7 @@ def blimp(model, guide, tokenizer, path, inner: InnerLoopConfig, num_samples: in
             right.setdefault(uid, []).append(lp_good > lp_bad)
     n = sum(len(v) for v in right.values())
     if n == 0:
-        raise ValueError(f"BLiMP path {str(path)!r} holds no pairs.")
+        raise DataError(f"BLiMP path {str(path)!r} holds no pairs.")
     return {"accuracy": sum(sum(v) for v in right.values()) / n, "n": n,
             "per_phenomenon": {k: sum(v) / len(v) for k, v in sorted(right.items())},
             "label": SENTENCE_LABEL}
@@ -131,7 +132,7 @@ def check_sets(paths: dict[str, str], limit: int | None = None) -> None:
         limit: Examples per set (>= 1), or None for all.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}.")
+        raise ConfigError(f"--limit must be >= 1, got {limit}.")
     readers = {"wikitext2": eval_sets.wikitext_documents, "ptb": eval_sets.line_documents,
                "lambada": eval_sets.lambada_examples,
                "blimp": lambda p: [eval_sets.blimp_pairs(f) for f in eval_sets.blimp_files(p)]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ltm.core.errors import ConfigError
+
 
 @dataclass
 class DecoderConfig:
@@ -53,7 +55,7 @@ class DecoderConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"DecoderConfig: {message}.")
+                raise ConfigError(f"DecoderConfig: {message}.")
 
     @property
     def head_dim(self) -> int:

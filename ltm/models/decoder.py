@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from ltm.core.errors import DataError
 from ltm.models.attention import CrossAttention, SelfAttention, causal_mask
 from ltm.models.config import DecoderConfig
 from ltm.models.kv_cache import KVCache
@@ -92,13 +93,13 @@ class Decoder(nn.Module):
             cache.check_room(T)
         if positions is None:
             if start + T > self.cfg.block_size:
-                raise ValueError(
+                raise DataError(
                     f"sequence of {start + T} positions exceeds the model's block_size "
                     f"{self.cfg.block_size}; shorten the input or train with a larger block_size.")
             positions = torch.arange(start, start + T, device=x.device)
         elif int(positions.max()) >= self.cfg.block_size:
-            raise ValueError(f"position id {int(positions.max())} exceeds the model's block_size "
-                             f"{self.cfg.block_size}.")
+            raise DataError(f"position id {int(positions.max())} exceeds the model's block_size "
+                            f"{self.cfg.block_size}.")
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, hd/2) each
         if attn_mask is None:
             mask, is_causal = causal_mask(T, start + T, self.cfg.window, x.device)

@@ -129,9 +129,9 @@ class Family(nn.Module):
     def refuse_latents(self, latents: torch.Tensor | None) -> None:
         """Raise for sequence-level thoughts given to a family that has none to condition on."""
         if latents is not None:
-            raise ValueError(f"model '{self.name}' has no sequence-level latent to condition on; its "
-                             f"thoughts are token-level. Score it with the fresh-noise ELBO or the "
-                             f"importance-weighted bound instead.")
+            raise ConfigError(f"model '{self.name}' has no sequence-level latent to condition on; its "
+                              f"thoughts are token-level. Score it with the fresh-noise ELBO or the "
+                              f"importance-weighted bound instead.")
 
     # -- what the tools report -------------------------------------------------------------------
 

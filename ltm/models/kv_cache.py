@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ltm.core.errors import DataError
+
 
 class KVCache:
     """Keys and values of every self-attention layer for the positions decoded so far.
@@ -27,7 +29,7 @@ class KVCache:
     def check_room(self, new: int) -> None:
         """Raise if `new` more slots do not fit."""
         if self.length + new > self.max_len:
-            raise ValueError(
+            raise DataError(
                 f"KV cache holds {self.max_len} slots and {self.length} are used; {new} more do not "
                 f"fit. Create the cache with a larger max_len.")
 

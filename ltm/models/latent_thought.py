@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 
+from ltm.core.errors import ConfigError
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.models.config import DecoderConfig
 from ltm.models.decoder import Decoder
@@ -54,7 +55,7 @@ class LatentThoughtModel(Family):
         super().__init__()
         expected = (decoder.cfg.n_latent, decoder.cfg.d_latent)
         if tuple(prior.event_shape) != expected:
-            raise ValueError(
+            raise ConfigError(
                 f"prior {type(prior).__name__} has event shape {tuple(prior.event_shape)} but the "
                 f"decoder cross-attends to latents of shape {expected} (n_latent, d_latent); "
                 f"build them with the same sizes.")
@@ -65,12 +66,12 @@ class LatentThoughtModel(Family):
               **prior_kwargs) -> LatentThoughtModel:
         """Decoder from `cfg` (with n_latent > 0) plus a prior by registry name or `module:Class` path."""
         if cfg.n_latent == 0:
-            raise ValueError("a Latent Thought Model needs n_latent > 0 latent vectors.")
+            raise ConfigError("a Latent Thought Model needs n_latent > 0 latent vectors.")
         try:
             prior_module = build_prior(prior, cfg.n_latent, cfg.d_latent, **prior_kwargs)
         except TypeError as err:  # a prior that does not take the given keyword arguments
-            raise ValueError(f"cannot build prior '{prior}' with prior_kwargs {prior_kwargs}: "
-                             f"{err}.") from None
+            raise ConfigError(f"cannot build prior '{prior}' with prior_kwargs {prior_kwargs}: "
+                              f"{err}.") from None
         return cls(Decoder(cfg), prior_module)
 
     @classmethod

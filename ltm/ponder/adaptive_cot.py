@@ -46,6 +46,7 @@ import pyro
 import torch
 import torch.nn.functional as F
 
+from ltm.core.errors import ConfigError
 from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.models.decoder import Decoder
 from ltm.models.likelihood import TokenSequence
@@ -151,9 +152,9 @@ class AdaptiveLatentCoT(TokenLevelFamily):
                  gather: bool = True):
         super().__init__(decoder)
         if max_steps < 0 or halt_lambda < 0 or halt_beta < 0 or not 0 <= prune_threshold <= 1:
-            raise ValueError("AdaptiveLatentCoT: need max_steps >= 0, halt_lambda >= 0, halt_beta >= 0 "
-                             f"and 0 <= prune_threshold <= 1; got {max_steps}, {halt_lambda}, "
-                             f"{halt_beta}, {prune_threshold}.")
+            raise ConfigError("AdaptiveLatentCoT: need max_steps >= 0, halt_lambda >= 0, halt_beta >= 0 "
+                              f"and 0 <= prune_threshold <= 1; got {max_steps}, {halt_lambda}, "
+                              f"{halt_beta}, {prune_threshold}.")
         self.router = Router(decoder.cfg.d_model)
         self.max_steps, self.halt_lambda, self.halt_beta = max_steps, halt_lambda, halt_beta
         self.prune_threshold, self.use_router_loss, self.gather = prune_threshold, router_loss, gather

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ltm.core.errors import ConfigError
 from ltm.models.attention import causal_mask
 from ltm.models.decoder import Decoder
 from ltm.models.family import DecodeState
@@ -47,7 +48,7 @@ class LoopedDecoder(TokenLevelFamily):
     def __init__(self, decoder: Decoder, loops: int = 2):
         super().__init__(decoder)
         if loops < 1:
-            raise ValueError(f"LoopedDecoder: loops must be >= 1, got {loops}.")
+            raise ConfigError(f"LoopedDecoder: loops must be >= 1, got {loops}.")
         self.loops = loops
 
     @property

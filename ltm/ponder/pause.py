@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ltm.core.errors import ConfigError
 from ltm.models.decoder import Decoder
 from ltm.models.family import DecodeState
 from ltm.models.kv_cache import KVCache
@@ -50,7 +51,7 @@ class PauseTokens(TokenLevelFamily):
     def __init__(self, decoder: Decoder, pauses: int = 1):
         super().__init__(decoder)
         if pauses < 0:
-            raise ValueError(f"PauseTokens: pauses must be >= 0, got {pauses}.")
+            raise ConfigError(f"PauseTokens: pauses must be >= 0, got {pauses}.")
         self.pauses = pauses
         self.slots_per_token = pauses + 1
         self.pause_embed = nn.Parameter(torch.randn(pauses, decoder.cfg.d_model) * 0.02)  # (P, D)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 
+from ltm.core.errors import ConfigError
 from ltm.core.sites import SEQUENCE_PLATE, TOKEN_SITE
 from ltm.models.decoder import Decoder
 from ltm.models.kv_cache import KVCache
@@ -73,7 +74,7 @@ class PonderLM(TokenLevelFamily):
     def __init__(self, decoder: Decoder, passes: int = 3):
         super().__init__(decoder)
         if passes < 0:
-            raise ValueError(f"PonderLM: passes must be >= 0, got {passes}.")
+            raise ConfigError(f"PonderLM: passes must be >= 0, got {passes}.")
         self.passes = passes
 
     @property

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ltm.core.errors import ConfigError
 from ltm.models.decoder import Decoder
 from ltm.models.family import DecodeState
 from ltm.models.layers import RMSNorm
@@ -97,19 +98,19 @@ class PonderLM2(TokenLevelFamily):
                  thought_skip: bool = False, prefill: str = "jacobi", prefill_tol: float = 1e-6):
         super().__init__(decoder)
         if thoughts < 0 or jacobi_sweeps < 0:
-            raise ValueError(f"PonderLM2: thoughts and jacobi_sweeps must be >= 0, got {thoughts} "
-                             f"and {jacobi_sweeps}.")
+            raise ConfigError(f"PonderLM2: thoughts and jacobi_sweeps must be >= 0, got {thoughts} "
+                              f"and {jacobi_sweeps}.")
         if max_jacobi_sweeps is not None and max_jacobi_sweeps < jacobi_sweeps:
-            raise ValueError(f"PonderLM2: max_jacobi_sweeps ({max_jacobi_sweeps}) must be >= "
-                             f"jacobi_sweeps ({jacobi_sweeps}).")
+            raise ConfigError(f"PonderLM2: max_jacobi_sweeps ({max_jacobi_sweeps}) must be >= "
+                              f"jacobi_sweeps ({jacobi_sweeps}).")
         if prefill not in ("jacobi", "sequential"):
-            raise ValueError(f"PonderLM2: prefill must be 'jacobi' or 'sequential', got '{prefill}'.")
+            raise ConfigError(f"PonderLM2: prefill must be 'jacobi' or 'sequential', got '{prefill}'.")
         self.thoughts, self.jacobi_sweeps, self.max_jacobi_sweeps = thoughts, jacobi_sweeps, max_jacobi_sweeps
         self.prefill_mode, self.prefill_tol = prefill, prefill_tol
         self.slots_per_token = thoughts + 1
         if embed_scale not in ("rmsnorm", "published"):
-            raise ValueError(f"PonderLM2: embed_scale must be 'rmsnorm' or 'published', got "
-                             f"'{embed_scale}'.")
+            raise ConfigError(f"PonderLM2: embed_scale must be 'rmsnorm' or 'published', got "
+                              f"'{embed_scale}'.")
         self.embed_scale, self.thought_skip = embed_scale, thought_skip
         D = decoder.cfg.d_model
         self.token_norm = RMSNorm(D, decoder.cfg.norm_eps) if embed_scale == "rmsnorm" else None

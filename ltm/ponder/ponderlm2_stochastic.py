@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
+from ltm.core.errors import ConfigError, DataError
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.inference.guides import LocalGaussianGuide
 from ltm.models.config import DecoderConfig
@@ -72,7 +73,7 @@ class ThoughtNoisePrior(Prior):
     def __init__(self, num_latents: int, latent_dim: int, init_sigma: float = 0.1):
         super().__init__(num_latents, latent_dim)
         if init_sigma <= 0:
-            raise ValueError(f"ThoughtNoisePrior: init_sigma must be > 0, got {init_sigma}.")
+            raise ConfigError(f"ThoughtNoisePrior: init_sigma must be > 0, got {init_sigma}.")
         self.log_sigma = nn.Parameter(torch.tensor(math.log(init_sigma)))
 
     @property
@@ -138,8 +139,8 @@ class ThoughtGuide(LocalGaussianGuide):
 
     def init_locals(self, prior, batch_size, start):
         if not isinstance(prior, ThoughtNoisePrior) or start is None:
-            raise ValueError("ThoughtGuide fits the thoughts of a ponderlm2_stochastic model: reset it "
-                             "with that model's prior and its initial_latents(tokens) as start.")
+            raise ConfigError("ThoughtGuide fits the thoughts of a ponderlm2_stochastic model: reset it "
+                              "with that model's prior and its initial_latents(tokens) as start.")
         return {"loc": start, "log_scale": torch.full_like(start, float(prior.log_sigma.detach()))}
 
 
@@ -163,7 +164,7 @@ class StochasticPonderLM2(PonderLM2):
     def __init__(self, decoder: Decoder, seq_len: int, thoughts: int = 1, init_sigma: float = 0.1,
                  **kwargs):
         if thoughts < 1:
-            raise ValueError(f"StochasticPonderLM2 needs thoughts >= 1, got {thoughts}.")
+            raise ConfigError(f"StochasticPonderLM2 needs thoughts >= 1, got {thoughts}.")
         # unchanged by issue 9 (measured on PonderLM2 only): normed embeddings, J fixed
         kwargs.setdefault("embed_scale", "rmsnorm")
         kwargs.setdefault("max_jacobi_sweeps", None)
@@ -189,8 +190,8 @@ class StochasticPonderLM2(PonderLM2):
         """
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
         if inputs.shape[1] > self.seq_len:
-            raise ValueError(f"StochasticPonderLM2 was built for sequences of at most {self.seq_len} "
-                             f"tokens, got {inputs.shape[1]}.")
+            raise DataError(f"StochasticPonderLM2 was built for sequences of at most {self.seq_len} "
+                            f"tokens, got {inputs.shape[1]}.")
         x = self.token_inputs(inputs)  # (B, T, D)
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
             prior = ThoughtSequence(self, x)

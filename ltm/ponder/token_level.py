@@ -28,6 +28,7 @@ from typing import ClassVar
 import pyro
 import torch
 
+from ltm.core.errors import ConfigError, DataError
 from ltm.core.sites import SEQUENCE_PLATE, THOUGHT_SITE, TOKEN_SITE
 from ltm.models.decoder import Decoder
 from ltm.models.family import DecodeState, Family
@@ -56,8 +57,8 @@ class TokenLevelFamily(Family):
     def __init__(self, decoder: Decoder):
         super().__init__()
         if decoder.cfg.n_latent != 0:
-            raise ValueError(f"{type(self).__name__} needs a decoder without cross-attention "
-                             f"(n_latent=0), got n_latent={decoder.cfg.n_latent}.")
+            raise ConfigError(f"{type(self).__name__} needs a decoder without cross-attention "
+                              f"(n_latent=0), got n_latent={decoder.cfg.n_latent}.")
         self.decoder = decoder
         self.prior = ContextDelta(1, decoder.cfg.d_model)
 
@@ -68,8 +69,8 @@ class TokenLevelFamily(Family):
     def check_length(self, n_tokens: int) -> None:
         """Raise if `n_tokens` positions do not fit the decoder's block_size."""
         if n_tokens > self.decoder.cfg.block_size:
-            raise ValueError(f"{n_tokens} tokens exceed the decoder's block_size "
-                             f"{self.decoder.cfg.block_size}; shorten the input.")
+            raise DataError(f"{n_tokens} tokens exceed the decoder's block_size "
+                            f"{self.decoder.cfg.block_size}; shorten the input.")
 
     # -- what a subclass implements -----------------------------------------------------------------
 

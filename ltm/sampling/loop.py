@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from ltm.core.errors import ConfigError, DataError
 from ltm.sampling.settings import SamplingConfig, filter_logits
 from ltm.sampling.streams import TOKEN_STREAM, row_generators
 
@@ -78,21 +79,21 @@ def sample_loop(first_logits: torch.Tensor, advance: Callable[[int, torch.Tensor
 def check_prompts(decoder, prompts: list[list[int]], cfg: SamplingConfig) -> None:
     """Raise ValueError for an empty request, an empty prompt, a bad id, or too long a request."""
     if not prompts:
-        raise ValueError("no prompts given: pass a list of token-id lists, e.g. [[bos_id]].")
+        raise DataError("no prompts given: pass a list of token-id lists, e.g. [[bos_id]].")
     V, block = decoder.cfg.vocab_size, decoder.cfg.block_size
     for i, p in enumerate(prompts):
         if len(p) == 0:
-            raise ValueError(f"prompt {i} is empty; start it with at least one token (e.g. a BOS id).")
+            raise DataError(f"prompt {i} is empty; start it with at least one token (e.g. a BOS id).")
         if min(p) < 0 or max(p) >= V:
-            raise ValueError(f"prompt {i} holds token ids outside [0, {V}) (the model's vocab_size).")
+            raise DataError(f"prompt {i} holds token ids outside [0, {V}) (the model's vocab_size).")
         if len(p) + cfg.max_new_tokens > block:
-            raise ValueError(
+            raise DataError(
                 f"prompt {i} has {len(p)} tokens and max_new_tokens is {cfg.max_new_tokens}: "
                 f"{len(p) + cfg.max_new_tokens} exceeds the decoder's block_size {block}; shorten the "
                 f"prompt (keep its last {max(block - cfg.max_new_tokens, 0)} tokens) or lower "
                 f"max_new_tokens.")
     if cfg.eos_id is not None and cfg.eos_id >= V:
-        raise ValueError(f"eos_id {cfg.eos_id} is outside the model's vocabulary [0, {V}).")
+        raise ConfigError(f"eos_id {cfg.eos_id} is outside the model's vocabulary [0, {V}).")
 
 
 def trim_after_eos(rows: list[list[int]], eos_id: int | None) -> list[list[int]]:

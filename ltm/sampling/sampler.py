@@ -9,6 +9,7 @@ call with `first_row=r`.
 
 from __future__ import annotations
 
+from ltm.core.errors import ConfigError
 from ltm.inference import InnerLoopConfig, LocalGuide
 from ltm.sampling.loop import check_prompts, decode
 from ltm.sampling.settings import SamplingConfig
@@ -46,13 +47,13 @@ def generate(family, prompts: list[list[int]] | None = None, *, num_samples: int
     """
     sampling = sampling if sampling is not None else SamplingConfig()
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        raise ConfigError(f"num_samples must be >= 1, got {num_samples}.")
     if prompts is None:
         if not unconditional:
-            raise ValueError("no prompts given: pass prompts, or unconditional=True with a bos_id.")
+            raise ConfigError("no prompts given: pass prompts, or unconditional=True with a bos_id.")
         if bos_id is None:
-            raise ValueError("unconditional generation without prompts needs bos_id, the token "
-                             "every sample starts from.")
+            raise ConfigError("unconditional generation without prompts needs bos_id, the token "
+                              "every sample starts from.")
         prompts = [[bos_id]]
     rows = [list(p) for p in prompts for _ in range(num_samples)]
     check_prompts(family.decoder, rows, sampling)  # before any (costly) fit

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ltm.core.errors import ConfigError
+
 
 @dataclass
 class SamplingConfig:
@@ -33,19 +35,19 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}.")
+            raise ConfigError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}.")
         if not self.temperature >= 0:  # also catches NaN
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
         _check_filters(self.top_k, self.top_p)
         if self.eos_id is not None and self.eos_id < 0:
-            raise ValueError(f"eos_id must be a token id >= 0 or None, got {self.eos_id}.")
+            raise ConfigError(f"eos_id must be a token id >= 0 or None, got {self.eos_id}.")
 
 
 def _check_filters(top_k: int | None, top_p: float | None) -> None:
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None (no top-k filtering), got {top_k}.")
+        raise ConfigError(f"top_k must be >= 1 or None (no top-k filtering), got {top_k}.")
     if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must lie in (0, 1] or be None (no nucleus filtering), got {top_p}.")
+        raise ConfigError(f"top_p must lie in (0, 1] or be None (no nucleus filtering), got {top_p}.")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ltm.core.errors import ConfigError, DataError
 from ltm.data.tokenizer import decode, encode, special_ids
 from ltm.sampling.sampler import generate
 from ltm.sampling.settings import SamplingConfig
@@ -33,14 +34,14 @@ def generate_text(model, tokenizer, config, prompts: list[str] | None = None, *,
     """
     bos, eos, _ = special_ids(tokenizer)
     if not prompts and not unconditional:
-        raise ValueError("give a prompt (--prompt or --prompt-file) or ask for --unconditional samples.")
+        raise ConfigError("give a prompt (--prompt or --prompt-file) or ask for --unconditional samples.")
     ids = [encode(tokenizer, p, bos=True) for p in prompts] if prompts else None
     longest = max(map(len, ids)) if ids else 1
     if max_new_tokens is None:
         max_new_tokens = config.block_size - longest
         if max_new_tokens < 1:
-            raise ValueError(f"the prompt has {longest} tokens (with BOS) but the model's block_size is "
-                             f"{config.block_size}; shorten the prompt.")
+            raise DataError(f"the prompt has {longest} tokens (with BOS) but the model's block_size is "
+                            f"{config.block_size}; shorten the prompt.")
     k = config.eval_steps if inner_steps is None else inner_steps
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                               top_p=top_p, seed=seed, eos_id=eos)
@@ -51,11 +52,12 @@ def generate_text(model, tokenizer, config, prompts: list[str] | None = None, *,
     return [decode(tokenizer, r) for r in rows]
 
 
-def sample_text(checkpoint: str | Path, prompts: str | list[str] | None = None, **kwargs) -> list[str]:
-    """Load `checkpoint` and sample in one call; keyword arguments as in `generate_text`."""
-    device = kwargs.pop("device", "cpu")
+def sample_text(checkpoint: str | Path, prompts: str | list[str] | None = None, *, device: str = "cpu",
+                trust_code: bool = False, **kwargs) -> list[str]:
+    """Load `checkpoint` and sample in one call; `trust_code` as in `load_checkpoint`, the other
+    keyword arguments as in `generate_text`."""
     step_dir = resolve_checkpoint(checkpoint)  # once: model and guide come from the same step
-    model, tokenizer, config = load_checkpoint(step_dir, device)
+    model, tokenizer, config = load_checkpoint(step_dir, device, trust_code)
     prompts = [prompts] if isinstance(prompts, str) else prompts
-    guide = load_guide(step_dir, device, model)
+    guide = load_guide(step_dir, device, model, trust_code)
     return generate_text(model, tokenizer, config, prompts, guide=guide, **kwargs)

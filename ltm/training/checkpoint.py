@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import re
 import shutil
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +35,16 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from ltm.core.errors import CheckpointError, ConfigError
+from ltm.core.errors import CheckpointError, CheckpointSaveError, ConfigError
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.config import TrainConfig
+from ltm.training.trusted_code import refuse_untrusted_code
+from ltm.training.write_errors import RecordingWriter, failure_reason
 
 MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.json", "trainer_state.pt"
 TOKENIZER_FILE, MANIFEST_FILE, LATEST_FILE = "tokenizer.json", "manifest.json", "latest"
 FORMAT = "ltm-checkpoint/1"
+log = logging.getLogger(__name__)  # unconfigured, a warning prints as its bare message on stderr
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -47,26 +52,39 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def step_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of the step directories in `run_dir` that hold a manifest, by step."""
+def step_dirs(run_dir: str | Path, complete: bool = True) -> list[tuple[int, Path]]:
+    """(step, path) of the step directories in `run_dir`, by step: those that hold a manifest, or
+    with `complete=False` every one."""
     found = []
     for p in Path(run_dir).glob("step_*"):
         m = _STEP_DIR.match(p.name)
-        if m and (p / MANIFEST_FILE).is_file():
+        if m and p.is_dir() and (not complete or (p / MANIFEST_FILE).is_file()):
             found.append((int(m.group(1)), p))
     return sorted(found)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The step directory named by `run_dir/latest`, else the highest complete one, else None."""
+    """The step directory named by `run_dir/latest`, else the highest complete one, else None.
+
+    A later step directory without a manifest (a save that did not finish, or files removed) is
+    passed over with a logged note naming it and the step used instead.
+    """
     run_dir = Path(run_dir)
     marker = run_dir / LATEST_FILE
+    chosen = None
     if marker.is_file():
         named = run_dir / marker.read_text().strip()
         if (named / MANIFEST_FILE).is_file():
-            return named
-    found = step_dirs(run_dir)
-    return found[-1][1] if found else None
+            chosen = named
+    if chosen is None:
+        found = step_dirs(run_dir)
+        chosen = found[-1][1] if found else None
+    newest = step_dirs(run_dir, complete=False)
+    if newest and newest[-1][1] != chosen and not (newest[-1][1] / MANIFEST_FILE).is_file():
+        using = f"using {chosen.name}, the latest complete one" if chosen else "no complete one remains"
+        log.warning(f"note: checkpoint {newest[-1][1]} is incomplete ({MANIFEST_FILE}, written last, is "
+                    f"missing: its save was interrupted or its files were removed); {using}.")
+    return chosen
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -146,8 +164,31 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Tr
 
     Returns:
         The step directory.
+
+    Raises:
+        CheckpointSaveError: when a file cannot be written (no space left, a file-size limit, no
+            permission): one sentence naming the directory and the reason; nothing half-written
+            is left, and the previous checkpoint is untouched.
     """
     run_dir = Path(run_dir)
+    recorder = RecordingWriter(None)
+    try:
+        return _save(run_dir, step, model, config, tokenizer, trainer_state, guide, keep_last, extra,
+                     recorder)
+    except Exception as err:
+        reason = failure_reason(recorder.error or err)
+        if reason is None:  # not a write failure: a bug, with its traceback
+            raise
+        previous = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+        kept = (f"the previous checkpoint {previous.name} is intact" if previous is not None
+                else "no earlier checkpoint exists")
+        raise CheckpointSaveError(f"cannot save the checkpoint of step {step} in {run_dir}: {reason}; "
+                                  f"nothing was half-written and {kept}; free space or raise the "
+                                  f"limit, then continue with --resume auto.") from None
+
+
+def _save(run_dir: Path, step: int, model, config, tokenizer, trainer_state, guide, keep_last, extra,
+          recorder: RecordingWriter) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     for pattern in (".tmp-step_*", ".old-step_*"):  # left by a run killed while writing
         for stale in run_dir.glob(pattern):
@@ -159,10 +200,13 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Tr
         tensors, aliases = weight_tensors(model, guide)
         safetensors.torch.save_file(tensors, str(tmp / MODEL_FILE),
                                     metadata={"format": FORMAT, "aliases": json.dumps(aliases)})
-        saved = {**config.to_dict(), "resume": None, "init_from": None, "overwrite": False}
+        saved = {**config.to_dict(), "resume": None, "init_from": None, "overwrite": False,
+                 "trust_code": False}
         (tmp / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")
         os.chmod(tmp / MODEL_FILE, (tmp / CONFIG_FILE).stat().st_mode)  # safetensors writes 0600
-        torch.save(trainer_state, tmp / STATE_FILE)
+        with open(tmp / STATE_FILE, "wb", buffering=0) as raw:  # torch hides the OSError: keep it
+            recorder.file = raw
+            torch.save(trainer_state, recorder)
         tokenizer.save(str(tmp / TOKENIZER_FILE))
         files = {f: {"bytes": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)}
                  for f in (MODEL_FILE, CONFIG_FILE, STATE_FILE, TOKENIZER_FILE)}
@@ -229,14 +273,29 @@ def read_manifest(step_dir: Path, files: tuple[str, ...] = ()) -> dict:
     return manifest
 
 
-def read_config(step_dir: Path) -> TrainConfig:
-    """The `TrainConfig` saved in `step_dir/config.json`."""
+def read_config(step_dir: Path, trust_code: bool | Collection[str] = False) -> TrainConfig:
+    """The `TrainConfig` saved in `step_dir/config.json`.
+
+    Args:
+        trust_code: Allow the config to name its model, prior or guide by a `module:Class` path,
+            which building it imports: True for any path, or a collection of the allowed paths
+            (`ltm.training.trusted_code`). Registry names are always allowed.
+
+    Raises:
+        UntrustedCodeError: for a `module:Class` path not trusted, before anything is imported.
+        CheckpointError: for a config that is not valid JSON or not a valid config.
+    """
     path = step_dir / CONFIG_FILE
     read_manifest(step_dir, (CONFIG_FILE,))
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()), str(path))
-    except json.JSONDecodeError as err:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err}); use an earlier step directory.") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} does not hold a config mapping; use an earlier step directory.")
+    refuse_untrusted_code(values, str(path), trust_code)
+    try:
+        return TrainConfig.from_dict(values, str(path))
     except ConfigError as err:
         raise CheckpointError(f"{err} (in {path}: the checkpoint was written by another version of ltm, "
                               f"or names a module that is not importable here).") from None
@@ -292,12 +351,16 @@ def load_trainer_state(step_dir: Path) -> dict:
                               f"earlier step directory.") from None
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    trust_code: bool | Collection[str] = False):
     """Load a trained model for sampling or evaluation in one call.
 
     Args:
         path: A run directory (its latest checkpoint), a step directory, or a file inside one.
         device: Where to put the model.
+        trust_code: Allow a config that names its model, prior or guide by a `module:Class` path
+            (imported when the model is built); see `read_config`. Off by default: a shared
+            checkpoint then runs no code but ltm's own.
 
     Returns:
         (model, tokenizer, config): the model in eval mode, its `tokenizers.Tokenizer`, and the
@@ -309,22 +372,24 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """
     step_dir = resolve_checkpoint(path)
     manifest = read_manifest(step_dir)
-    config = read_config(step_dir)
+    config = read_config(step_dir, trust_code)
     tokenizer = read_tokenizer(step_dir)
     model = build_model(config, int(manifest["vocab_size"]))
     load_weights(step_dir, model)
     return model.to(device).eval(), tokenizer, config
 
 
-def load_guide(path: str | Path, device: str | torch.device = "cpu", model: nn.Module | None = None):
+def load_guide(path: str | Path, device: str | torch.device = "cpu", model: nn.Module | None = None,
+               trust_code: bool | Collection[str] = False):
     """The run's guide, with its global parameters (amortised guides) loaded from the checkpoint.
 
     Args:
         model: The run's model, which sizes guides with global parameters (default: built from
             the checkpoint's config, without its weights).
+        trust_code: As in `load_checkpoint`.
     """
     step_dir = resolve_checkpoint(path)
-    config = read_config(step_dir)
+    config = read_config(step_dir, trust_code)
     if model is None:
         model = build_model(config, int(read_manifest(step_dir)["vocab_size"]))
     guide = build_run_guide(config, model)

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -106,6 +107,8 @@ class TrainConfig:
     dataset: str = _f("embedded", "'embedded' (stdlib docstrings), a local text file/dir or a hub name",
                       "data")
     text_field: str = _f("text", "text column of a hub or JSON dataset", "data")
+    encoding: str = _f("utf-8", "text encoding of local .txt, .json(l) and .csv files (e.g. latin-1, "
+                       "cp1252)", "data")
     tokenizer: str = _f("bpe", "'bpe' (train byte-level BPE) or a tokenizer.json path", "data")
     vocab_size: int = _f(512, "BPE vocabulary size to train (a loaded tokenizer keeps its own)", "data")
     block_size: int = _f(128, "tokens per training sequence", "data")
@@ -137,6 +140,9 @@ class TrainConfig:
                             "run")
     init_from: str | None = _f(None, "start from a checkpoint's weights only (fresh optimiser)", "run")
     overwrite: bool = _f(False, "start afresh in an --out-dir that already holds checkpoints", "run")
+    trust_code: bool = _f(False, "on --resume, allow the checkpoint's config to name its model, prior or "
+                          "guide by a module:Class path (importing it runs its code); paths given "
+                          "on the command line are always allowed", "run")
     device: str = _f("cpu", "torch device", "run")
     threads: int = _f(1, "torch CPU threads (0: one per core); 1 suits small models and shared machines",
                       "run")
@@ -176,6 +182,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{message}.")
+        check_numbers(self)
         self.sections = family_sections(self.model, self.sections)
         self.family.refuse_prior(self.prior, self.prior_kwargs)
         remedies = [name for name, on in (("free_bits", self.free_bits > 0),
@@ -237,7 +244,7 @@ class TrainConfig:
         return DataConfig(dataset=self.dataset, text_field=self.text_field, tokenizer=self.tokenizer,
                           vocab_size=self.vocab_size, block_size=self.block_size,
                           val_fraction=self.val_fraction, seed=self.data_seed,
-                          max_documents=self.max_documents)
+                          max_documents=self.max_documents, encoding=self.encoding)
 
     def data_cache_dir(self) -> str:
         """`cache_dir`, else $LTM_CACHE, else $XDG_CACHE_HOME/ltm, else ~/.cache/ltm."""
@@ -268,6 +275,29 @@ class TrainConfig:
 
 
 SHARED_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "sections")
+
+# Real-valued fields and the range each must lie in (every one must also be finite).
+NUMBER_RANGES = {
+    "lr": ("> 0", lambda v: v > 0), "fast_lr": ("> 0", lambda v: v > 0),
+    "min_lr_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "weight_decay": (">= 0", lambda v: v >= 0), "grad_clip": ("> 0", lambda v: v > 0),
+    "beta1": ("in [0, 1)", lambda v: 0 <= v < 1), "beta2": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "free_bits": (">= 0", lambda v: v >= 0), "val_fraction": ("in [0, 1)", lambda v: 0 <= v < 1),
+}
+
+
+def check_numbers(cfg: TrainConfig) -> None:
+    """Refuse a learning rate (or other real-valued setting) that is NaN, infinite or out of range.
+
+    Raises:
+        ConfigError: naming the flag (and the config key), the range and the value given.
+    """
+    for name, (bound, ok) in NUMBER_RANGES.items():
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and ok(value)):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be a finite number {bound} ('{name}' in a config file), "
+                              f"got {value}.")
 
 
 def family_sections(model: str, given: dict) -> dict:

@@ -1,12 +1,31 @@
-"""The run's `metrics.jsonl`: one JSON record per training step or validation."""
+"""The run's `metrics.jsonl`: one JSON record per training step or validation.
+
+Every line is strict JSON (RFC 8259): a value that is NaN or infinite is written as null, so any
+JSON reader (not only Python's) can read the file.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
+from ltm.core.errors import CheckpointSaveError
+from ltm.training.write_errors import failure_reason
+
 METRICS_FILE = "metrics.jsonl"
+
+
+def strict_json(value):
+    """`value` with every float that is NaN or infinite replaced by None (JSON null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 class MetricsLog:
@@ -27,10 +46,31 @@ class MetricsLog:
             except json.JSONDecodeError:  # a line cut short when a run was killed
                 continue
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
+        self._guarded(lambda: tmp.write_text("".join(line + "\n" for line in kept)))
         os.replace(tmp, self.path)
 
     def write(self, record: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append `record` as one line of strict JSON.
+
+        Raises:
+            CheckpointSaveError: when the file cannot be written (no space, a size limit), in one
+                sentence; the checkpoints are untouched.
+        """
+        line = json.dumps(strict_json(record), allow_nan=False) + "\n"
+
+        def append() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(line)
+        self._guarded(append)
+
+    def _guarded(self, write) -> None:
+        try:
+            write()
+        except OSError as err:
+            reason = failure_reason(err)
+            if reason is None:
+                raise
+            raise CheckpointSaveError(f"cannot write {self.path}: {reason}; the checkpoints are "
+                                      f"intact; free space or raise the limit, then continue with "
+                                      f"--resume auto.") from None

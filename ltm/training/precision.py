@@ -25,6 +25,9 @@ aten = torch.ops.aten
 
 PRECISIONS = ("fp32", "bf16", "auto")
 EMULATED_BF16_ENV = "LTM_ALLOW_EMULATED_BF16"  # "1": allow bf16 on a CPU without bf16 instructions
+# "fp32" or "bf16": what `auto` resolves to, whatever the hardware (bf16 without native support
+# runs its products on the fp32 kernel): runs the test suite as it runs on the other kind of CPU.
+AUTO_PRECISION_ENV = "LTM_AUTO_PRECISION"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -49,7 +52,8 @@ def has_fast_bf16(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'fp32' or 'bf16' for `precision` on `device`; 'auto' picks bf16 where it is native.
+    """'fp32' or 'bf16' for `precision` on `device`; 'auto' picks bf16 where it is native, or what
+    the environment variable LTM_AUTO_PRECISION says ('fp32' or 'bf16') where it is set.
 
     Raises:
         ConfigError: for an unknown name, or bf16 on hardware without bf16 (unless the environment
@@ -59,6 +63,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}.")
     fast = has_fast_bf16(device)
     if precision == "auto":
+        forced = os.environ.get(AUTO_PRECISION_ENV)
+        if forced:
+            if forced not in ("fp32", "bf16"):
+                raise ConfigError(f"{AUTO_PRECISION_ENV}={forced!r} must be fp32 or bf16 (or unset).")
+            return forced
         return "bf16" if fast else "fp32"
     if precision == "bf16" and not fast and os.environ.get(EMULATED_BF16_ENV) != "1":
         what = "this CPU has neither AVX512-BF16 nor AMX" if device.type == "cpu" else f"{device} has no bf16"

@@ -11,6 +11,7 @@ never stopped. Validation runs inside its own seeded RNG fork and never disturbs
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -18,13 +19,13 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ltm.core.errors import CheckpointError, ConfigError
+from ltm.core.errors import CheckpointError, ConfigError, Preempted
 from ltm.data import BatchIterator, prepare_data
 from ltm.inference import DualRateOptimizer
 from ltm.inference.bound_results import ELBO_LABEL, JOINT_LABEL, PREFIX_LABEL, ElboBound, PrefixPredictive
 from ltm.inference.bounds import default_prefix_len, fresh_noise_elbo, prefix_predictive_perplexity
 from ltm.inference.data_parallel import data_parallel
-from ltm.inference.diagnostics import posterior_diagnostics
+from ltm.inference.diagnostics import diagnostics_skipped, posterior_diagnostics
 from ltm.inference.dual_rate import Shard
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.checkpoint import (
@@ -40,12 +41,16 @@ from ltm.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    step_dir_name,
     step_dirs,
 )
 from ltm.training.config import TrainConfig, merge_values
 from ltm.training.distributed import check_world, init_distributed, torchrun_world
 from ltm.training.metrics import METRICS_FILE, MetricsLog
 from ltm.training.precision import autocast, compile_decoder, resolve_precision
+from ltm.training.preemption import StopSignals
+from ltm.training.run_lock import RunLock
+from ltm.training.trusted_code import CODE_FIELDS
 
 
 def _quiet(message: str) -> None:
@@ -62,12 +67,17 @@ def resume_checkpoint(cfg: TrainConfig) -> Path | None:
 
 
 def resolve_with_checkpoint(cfg: TrainConfig, explicit: dict) -> TrainConfig:
-    """On resume, start from the checkpoint's config and re-apply only the values given explicitly."""
+    """On resume, start from the checkpoint's config and re-apply only the values given explicitly.
+
+    The checkpoint's config may name its model, prior or guide by a `module:Class` path only with
+    `cfg.trust_code`, or when `explicit` gives that same path (the user chose it).
+    """
     step_dir = resume_checkpoint(cfg)
     if step_dir is None:
         return cfg
-    saved = read_config(step_dir).to_dict()
-    saved.pop("resume"), saved.pop("init_from"), saved.pop("overwrite")
+    trusted = True if cfg.trust_code else [explicit[k] for k in CODE_FIELDS if k in explicit]
+    saved = read_config(step_dir, trusted).to_dict()
+    saved.pop("resume"), saved.pop("init_from"), saved.pop("overwrite"), saved.pop("trust_code")
     saved["out_dir"] = str(step_dir.parent)  # where the checkpoint is now, even if the run moved
     return TrainConfig.from_dict(merge_values(saved, explicit))
 
@@ -86,6 +96,17 @@ class Trainer:
         self.cfg, self.log = cfg, (log if self.dist.is_main else _quiet)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.out_dir = Path(cfg.out_dir)
+        self.lock = RunLock(self.out_dir, "training run")
+        if self.dist.is_main:  # rank 0 speaks for the run: it alone writes the directory
+            self.lock.acquire()
+        try:
+            self._set_up()
+        except BaseException:
+            self.lock.release(tidy=not step_dirs(self.out_dir))  # a failed start leaves no trace
+            raise
+
+    def _set_up(self) -> None:
+        cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         resume_dir = resume_checkpoint(cfg)
@@ -209,7 +230,8 @@ class Trainer:
             return bound
         diagnostics = posterior_diagnostics(self.model, self.guide, self.val_batches,
                                             cfg.inner_config(k), seed=cfg.seed + self.step)
-        extra = {} if diagnostics is None else {
+        skipped = diagnostics_skipped(self.model, self.guide)
+        extra = {"diagnostics_skipped": skipped} if diagnostics is None else {
             key: getattr(diagnostics, key) for key in ("kl_per_latent", "active_units", "mutual_info")}
         self._write_val({**record, **extra})
         self.log(f"step {self.step:>6} | val {bound.reconstruction:.4f} recon + {bound.kl:.4f} KL = "
@@ -276,11 +298,43 @@ class Trainer:
             [f"{a} micro-batches"] if a > 1 else [])
         return f", batch {self.cfg.batch_size} over {' x '.join(parts)}" if parts else ""
 
+    def _stop_agreed(self, stop: StopSignals) -> bool:
+        """Whether any process received a stop signal (every process gets the same answer)."""
+        if not self.dist.enabled:
+            return stop.requested
+        flag = torch.tensor([float(stop.requested)], device=self.device)
+        return bool(self.dist.sum_(flag, "the stop-signal check") > 0)
+
+    def _stop(self, signum: int):
+        """Save at the current step (rank 0), then raise `Preempted` on every process."""
+        path = self.save() if self.dist.is_main else self.out_dir / step_dir_name(self.step)
+        self.dist.barrier(f"the checkpoint of step {self.step} on rank 0")
+        name = signal.Signals(signum).name
+        raise Preempted(signum, self.step, f"{name}: stopped at step {self.step}, saved {path}; "
+                                           f"continue with --resume auto")
+
     def _due(self, every: int) -> bool:
         return self.step == self.cfg.max_steps or (every > 0 and self.step % every == 0)
 
     def train(self) -> ElboBound | None:
-        """Train to `max_steps`, validating and checkpointing on schedule and at the end."""
+        """Train to `max_steps`, validating and checkpointing on schedule and at the end.
+
+        Holds the run directory's lock (`RunLock`) until it returns. On SIGTERM or SIGINT it
+        finishes the current step, saves a checkpoint there and raises `Preempted` (a second
+        signal aborts at once); under torchrun every process stops at the same step.
+
+        Raises:
+            Preempted: after saving, when a stop signal arrived.
+        """
+        if self.dist.is_main:
+            self.lock.acquire()  # held already, unless an earlier train() released it
+        try:
+            with StopSignals() as stop:
+                return self._train(stop)
+        finally:
+            self.lock.release()
+
+    def _train(self, stop: StopSignals) -> ElboBound | None:
         cfg = self.cfg
         if self.step >= cfg.max_steps:
             self.log(f"already at step {self.step} >= max_steps {cfg.max_steps}; nothing to train.")
@@ -316,6 +370,9 @@ class Trainer:
             bar.set_postfix(**self._postfix(result), tok_s=f"{tok_s:.0f}",
                             **{k: f"{v:.2f}" for k, v in family.items()}, refresh=False)
             bar.update()
+            if self._stop_agreed(stop):
+                bar.close()
+                self._stop(stop.signum or signal.SIGTERM)
             if self._due(cfg.eval_every):
                 bound = self.validate()
             if self._due(cfg.save_every):

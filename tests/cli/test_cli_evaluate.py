@@ -154,7 +154,7 @@ def test_held_out_q_may_be_fitted_with_other_inner_loop_settings(capsys, tmp_pat
     assert at[0][0] == pytest.approx(at[0][1])  # K=0: no fit, the same q
     assert at[1][0] != pytest.approx(at[1][1])  # K=2: another fit, another bound
     assert main(["--checkpoint", str(run), "--fast-lr", "-1"]) == 2
-    assert "fast learning rate must be > 0" in capsys.readouterr().err
+    assert "--fast-lr must be a finite number > 0, got -1.0" in capsys.readouterr().err
 
 
 def test_protocols_picks_columns_and_long_fit_needs_the_elbo(capsys, tmp_path, tmp_path_factory):

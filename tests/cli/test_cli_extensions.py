@@ -85,7 +85,7 @@ def test_priors_and_guides_end_to_end(prior, guide, tmp_path, tmp_path_factory, 
     flags = ["--prior", prior, "--guide", guide, "--prior-kwargs",
              '{"num_components": 3}' if prior == "mixture" else '{"init_scale": 0.5}']
     report = run_everything(flags, tmp_path, tmp_path_factory, capsys)
-    model = load_checkpoint(report["run"])[0]
+    model = load_checkpoint(report["run"], trust_code=prior != "mixture")[0]
     assert type(model.prior).__name__ == ("MixtureOfGaussians" if prior == "mixture" else "LaplacePrior")
     assert report["exact"] is False
     every = ["elbo", "iwae", "prefix", "published"]
@@ -95,7 +95,7 @@ def test_priors_and_guides_end_to_end(prior, guide, tmp_path, tmp_path_factory, 
 def test_a_family_defined_outside_ltm_end_to_end(tmp_path, tmp_path_factory, capsys):
     flags = ["--model", f"{__name__}:ToyFamily", "--toy.init-temperature", "2.0"]
     report = run_everything(flags, tmp_path, tmp_path_factory, capsys)
-    model, _, config = load_checkpoint(report["run"])
+    model, _, config = load_checkpoint(report["run"], trust_code=True)
     assert isinstance(model, ToyFamily) and config.options == ToyOptions(init_temperature=2.0)
     assert report["exact"] is True  # its NLL is exact: one heading
     records = [json.loads(line) for line in (report["run"] / "metrics.jsonl").read_text().splitlines()]

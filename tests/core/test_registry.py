@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ltm.core.errors import ConfigError
 from ltm.core.registry import resolve
 
 
@@ -15,9 +16,23 @@ REGISTRY = {"thing": Thing}
 
 
 def test_name_path_and_class_resolve_to_the_class():
-    assert resolve("thing", REGISTRY, "widget") is Thing
-    assert resolve(f"{__name__}:Thing", REGISTRY, "widget") is Thing
-    assert resolve(Thing, REGISTRY, "widget") is Thing
+    assert resolve("thing", REGISTRY, "widget", Thing) is Thing
+    assert resolve(f"{__name__}:Thing", REGISTRY, "widget", Thing) is Thing
+    assert resolve(Thing, REGISTRY, "widget", Thing) is Thing
+
+
+def not_a_class():
+    raise AssertionError("resolve called what the path names")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("os:system", r"widget 'os:system' is a builtin_function_or_method, not a subclass of .*Thing"),
+    (f"{__name__}:not_a_class", r"is a function, not a subclass"),
+    ("collections:OrderedDict", r"is the class OrderedDict, not a subclass of"),
+])
+def test_a_path_to_anything_but_a_subclass_is_refused_before_it_is_called(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(spec, REGISTRY, "widget", Thing)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -26,5 +41,5 @@ def test_name_path_and_class_resolve_to_the_class():
     (f"{__name__}:Nothing", rf"cannot import widget '{__name__}:Nothing': .*has no attribute 'Nothing'"),
 ])
 def test_unknown_components_are_named_with_the_choices(spec, message):
-    with pytest.raises(ValueError, match=message):
-        resolve(spec, REGISTRY, "widget")
+    with pytest.raises(ConfigError, match=message):
+        resolve(spec, REGISTRY, "widget", Thing)

@@ -94,6 +94,7 @@ def test_bad_settings_are_refused_with_the_cause(tiny_ltm, tokens):
         build_guide("encoder")
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN")  # Pyro's warning of the NaN loss raised here
 def test_non_finite_loss_is_an_error_not_a_silent_nan(tiny_ltm, tokens):
     with torch.no_grad():
         tiny_ltm.decoder.embed.weight[0, 0] = float("nan")

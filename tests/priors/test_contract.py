@@ -93,7 +93,7 @@ def test_unknown_or_wrong_prior_is_named():
         build_prior("gaussian", N, D)
     with pytest.raises(ValueError, match="cannot import prior 'priors:Nope'"):
         build_prior("priors:Nope", N, D)
-    with pytest.raises(ValueError, match="not an ltm.priors.Prior"):
+    with pytest.raises(ValueError, match="not a subclass of ltm.priors.base.Prior"):
         build_prior("torch.nn:Linear", N, D)
     with pytest.raises(ValueError, match="num_latents and latent_dim must be >= 1"):
         build_prior("standard_normal", 0, D)

@@ -71,6 +71,7 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_losses():
 def test_auto_picks_bf16_only_on_native_hardware(monkeypatch):
     monkeypatch.setattr(precision, "has_fast_bf16", lambda device: False)
     monkeypatch.delenv(precision.EMULATED_BF16_ENV, raising=False)
+    monkeypatch.delenv(precision.AUTO_PRECISION_ENV, raising=False)
     assert resolve_precision("auto", CPU) == "fp32"
     with pytest.raises(ConfigError, match="--precision bf16 needs native bf16"):
         resolve_precision("bf16", CPU)

@@ -59,7 +59,7 @@ def test_validation_leaves_training_rng_alone(cfg):
 def test_validation_bound_equals_its_hand_computation(cfg):
     """A local Gaussian left at its start (K=0) is q = p: the KL is 0 and the bound is the
     cross-entropy at a prior draw, reproducible from the validation seed."""
-    trainer = Trainer(cfg(eval_inner_steps=0))
+    trainer = Trainer(cfg(eval_inner_steps=0, precision="fp32"))  # an exact comparison: fp32
     bound = trainer.validate()
     (batch,) = trainer.val_batches  # (B, T+1)
     model = trainer.model.eval()
@@ -78,7 +78,7 @@ def test_validation_bound_equals_its_hand_computation(cfg):
 def test_a_map_guide_is_validated_prefix_predictively(cfg):
     """A MAP point has no density, so no ELBO: validation reports the prefix-predictive NLL. Left at
     its start (K=0) the point is z = 0, so the number is computable without noise."""
-    trainer = Trainer(cfg(guide="delta", eval_inner_steps=0))
+    trainer = Trainer(cfg(guide="delta", eval_inner_steps=0, precision="fp32"))  # exact: fp32
     trainer.train()
     score = trainer.validate()
     assert isinstance(score, PrefixPredictive)

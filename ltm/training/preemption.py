@@ -1,0 +1,58 @@
+"""Stop cleanly on SIGTERM or SIGINT: finish the step, save, and exit 143 or 130.
+
+Cluster schedulers (SLURM, Kubernetes) preempt a job with SIGTERM and kill it a little later; a
+person stops one with Ctrl-C (SIGINT). While `StopSignals` is active, the first of these signals
+only records a request, which the training loop reads after each step; a second one aborts at
+once (`KeyboardInterrupt`, or `SystemExit(143)` for SIGTERM).
+
+    with StopSignals() as stop:
+        while training:
+            step()
+            if stop.requested:
+                save(); raise Preempted(...)
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """Turn the first SIGTERM/SIGINT into a stop request; a second one aborts at once.
+
+    Handlers can only be installed in the main thread; elsewhere this does nothing (the signals
+    keep their usual effect).
+
+    Attributes:
+        signum: The first signal received, or None.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            return
+        if signum == signal.SIGINT:  # the second signal: abort now
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()

@@ -16,8 +16,10 @@ from ltm.inference.guides import LocalGuide
 from ltm.inference.kl_control import KLControl
 from ltm.inference.schedules import INNER_SCHEDULES, inner_lr
 
-# "natgrad": SGD along the guide's natural gradient (`LocalGuide.natural_gradient`).
-FAST_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "natgrad": torch.optim.SGD}
+# "natgrad": SGD along the guide's natural gradient (`LocalGuide.natural_gradient`); "adamw": the
+# published code's (AdamW with torch's default weight decay 0.01 on the local parameters).
+FAST_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+                   "natgrad": torch.optim.SGD}
 
 
 @dataclass
@@ -27,8 +29,9 @@ class InnerLoopConfig:
     Attributes:
         steps: Inner steps K (0 keeps the guide at its initialisation).
         lr: Fast learning rate.
-        optimizer: "adam", "sgd", or "natgrad" (SGD along the natural gradient of q, where the
-            guide knows its Fisher information, e.g. the local Gaussian; else plain SGD).
+        optimizer: "adam", "adamw" (the published code's), "sgd", or "natgrad" (SGD along the
+            natural gradient of q, where the guide knows its Fisher information, e.g. the local
+            Gaussian; else plain SGD).
         schedule: Within-loop learning-rate schedule: "constant", "cosine" or "linear".
         reuse_noise: Use one noise draw for every inner step (the published code's behaviour)
             instead of a fresh draw per step.

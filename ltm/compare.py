@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     def body() -> None:
-        comp = load_comparison(args.config, args.out_dir)
+        comp = load_comparison(args.config, args.out_dir, quick=args.quick)
         try:
             path = run_comparison(comp, command_line(argv), log=lambda m: print(m, flush=True))
         except Preempted as stop:  # a run saved where it stopped: the same command continues it

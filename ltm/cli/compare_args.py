@@ -12,6 +12,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                    "(see configs/compare/embedded.yaml)")
     p.add_argument("--out-dir", default=None, help="write the comparison here instead of its out_dir "
                    "(default: the file's out_dir, else runs/compare/NAME)")
+    p.add_argument("--quick", action="store_true", help="the same runs and controls at a tiny size, 12 "
+                   "steps, 2 seeds, in OUT_DIR-quick: a first look in minutes (its numbers say that "
+                   "everything runs, not which run wins)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0: one per core (default: 1)")
     return p
 

@@ -38,7 +38,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                    "averaged over (default: 1, as in training's validation)")
     p.add_argument("--prefix-len", type=int, default=None, help="P, tokens of each block q(z) is fitted "
                    "on for prefix-predictive perplexity (default: half the block)")
-    p.add_argument("--fast-optimizer", default=None, choices=("adam", "sgd", "natgrad"),
+    p.add_argument("--fast-optimizer", default=None, choices=("adam", "adamw", "sgd", "natgrad"),
                    help="fit held-out q with this fast optimiser instead of the run's own (any q "
                    "gives a valid bound) (default: the run's)")
     p.add_argument("--fast-lr", type=float, default=None, help="fit held-out q with this fast "

@@ -2,9 +2,11 @@
 
 A `.txt` file gives one document per paragraph (text between blank lines); a `.jsonl`/`.json`,
 `.parquet` or `.csv`/`.tsv` file gives one document per row, read from the `text_field` column.
-Each may be compressed (`.gz`, `.bz2`, `.xz`, `.zst`). A folder is read recursively, files in
-sorted order, ignoring files of other kinds (README.md, SOURCE.md). Hub names go to
-`datasets.load_dataset(name, split="train")` and need a reachable hub.
+Each may be compressed (`.gz`, `.bz2`, `.xz`, `.zst`). A `.zip` archive gives one document per
+`.txt` member (a file is a document there: e.g. one address of NLTK's State of the Union corpus),
+members in sorted order. A folder is read recursively, files in sorted order, ignoring files of
+other kinds (README.md, SOURCE.md). Hub names go to `datasets.load_dataset(name, split="train")`
+and need a reachable hub.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import zipfile
 from pathlib import Path
 
 from ltm.core.errors import ConfigError, DataError, MissingFileError
 from ltm.data import embedded
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet",
-             ".csv": "csv", ".tsv": "csv"}
+             ".csv": "csv", ".tsv": "csv", ".zip": "zip"}
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
-_KINDS = ".txt, .jsonl, .json, .parquet, .csv or .tsv (optionally .gz)"
+_KINDS = ".txt, .jsonl, .json, .parquet, .csv or .tsv (optionally .gz), or .zip of .txt files"
 
 
 def _extension(path: Path) -> str:
@@ -108,10 +111,62 @@ def _decode_error(err: BaseException) -> UnicodeDecodeError | None:
     return None
 
 
-def _load_file(path: Path, text_field: str, cache_dir: Path, encoding: str) -> list[str]:
+def _undecodable(what: str, encodings: tuple[str, ...], bad: UnicodeDecodeError) -> DataError:
+    tried = " nor ".join(encodings)
+    return DataError(f"{what} is not valid {tried} text (byte {bad.object[bad.start:bad.start + 1]!r} at "
+                     f"offset {bad.start}); name its encoding with --encoding, e.g. --encoding latin-1 "
+                     f"(or a list tried in order, e.g. utf-8,latin-1).")
+
+
+def _decode(raw: bytes, encodings: tuple[str, ...], what: str) -> str:
+    """`raw` decoded with the first of `encodings` that reads it."""
+    for i, encoding in enumerate(encodings):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError as bad:
+            if i == len(encodings) - 1:
+                raise _undecodable(what, encodings, bad) from None
+    raise AssertionError("no encoding given")
+
+
+def _load_zip(path: Path, encodings: tuple[str, ...]) -> list[str]:
+    """One document per non-empty `.txt` member of the archive, members in sorted order."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n for n in archive.namelist() if n.lower().endswith(".txt"))
+            texts = [_decode(archive.read(n), encodings, f"member {n!r} of {str(path)!r}") for n in names]
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DataError(f"cannot read zip archive {str(path)!r} ({err}).") from None
+    if not names:
+        raise DataError(f"zip archive {str(path)!r} holds no .txt files.")
+    return [text.strip() for text in texts if text.strip()]
+
+
+def _load_file(path: Path, text_field: str, cache_dir: Path, encodings: tuple[str, ...]) -> list[str]:
+    builder = _BUILDERS[_extension(path)]
+    if builder == "zip":
+        return _load_zip(path, encodings)
+    for i, encoding in enumerate(encodings):
+        try:
+            ds = _load_with_datasets(path, builder, cache_dir, encoding)
+            break
+        except UnicodeDecodeError as bad:
+            if i == len(encodings) - 1:
+                raise _undecodable(f"data file {str(path)!r}", encodings, bad) from None
+    if builder == "text":
+        return [t.strip("\n") for t in _column(ds, "text", str(path))]
+    return _column(ds, text_field, str(path))
+
+
+def _load_with_datasets(path: Path, builder: str, cache_dir: Path, encoding: str):
+    """The `datasets` table of one local file.
+
+    Raises:
+        UnicodeDecodeError: the text is not in `encoding`.
+        DataError: any other reason the loader gives.
+    """
     from datasets import load_dataset
 
-    builder = _BUILDERS[_extension(path)]
     kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
     if _extension(path) == ".tsv":
         kwargs["sep"] = "\t"
@@ -119,19 +174,14 @@ def _load_file(path: Path, text_field: str, cache_dir: Path, encoding: str) -> l
         kwargs["encoding"] = encoding
     try:
         with _quiet_datasets():
-            ds = load_dataset(builder, data_files=[str(path)], split="train", cache_dir=str(cache_dir),
-                              **kwargs)
+            return load_dataset(builder, data_files=[str(path)], split="train", cache_dir=str(cache_dir),
+                                **kwargs)
     except Exception as e:
         bad = _decode_error(e)
         if bad is not None:
-            raise DataError(f"data file {str(path)!r} is not valid {encoding} text (byte "
-                            f"{bad.object[bad.start:bad.start + 1]!r} at offset {bad.start}); name its "
-                            f"encoding with --encoding, e.g. --encoding latin-1.") from None
+            raise bad from None
         raise DataError(f"could not read data file {str(path)!r} with the datasets {builder!r} loader "
                         f"({type(e).__name__}: {e}); check that it is valid {builder}.") from e
-    if builder == "text":
-        return [t.strip("\n") for t in _column(ds, "text", str(path))]
-    return _column(ds, text_field, str(path))
 
 
 def _load_hub(name: str, text_field: str, cache_dir: Path) -> list[str]:
@@ -146,12 +196,16 @@ def _load_hub(name: str, text_field: str, cache_dir: Path) -> list[str]:
     return _column(ds, text_field, name)
 
 
-def _check_encoding(encoding: str) -> None:
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ConfigError(f"--encoding {encoding!r} is not a text encoding Python knows; use e.g. "
-                          f"utf-8, latin-1 or cp1252.") from None
+def _encodings(encoding: str) -> tuple[str, ...]:
+    """The encodings of a comma list, each checked to be one Python knows."""
+    names = tuple(e.strip() for e in encoding.split(",") if e.strip())
+    for name in names or (encoding,):
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            raise ConfigError(f"--encoding {name!r} is not a text encoding Python knows; use e.g. "
+                              f"utf-8, latin-1 or cp1252.") from None
+    return names
 
 
 def load_documents(dataset: str, text_field: str, cache_dir: str | Path,
@@ -162,22 +216,22 @@ def load_documents(dataset: str, text_field: str, cache_dir: str | Path,
         dataset: "embedded", a local file or folder, or a hub dataset name.
         text_field: Column holding the text (json/parquet/csv; `.txt` files always use their text).
         cache_dir: Where `datasets` may keep its Arrow cache.
-        encoding: The text encoding of local .txt, .json(l) and .csv files (any name Python's
-            codecs know: "utf-8", "latin-1", "cp1252", ...).
+        encoding: The text encoding of local .txt, .json(l) and .csv files and of .txt members
+            of .zip archives (any name Python's codecs know: "utf-8", "latin-1", "cp1252", ...), or
+            a comma list tried in order for each file ("utf-8,latin-1" for a corpus that mixes).
 
     Raises:
         MissingFileError: A local path that does not exist.
         DataError: Unreadable data (text not in `encoding`), a missing column, or no text at all.
     """
-    if encoding != "utf-8":
-        _check_encoding(encoding)
+    encodings = _encodings(encoding)
     if dataset == "embedded":
         return list(embedded.embedded_documents())
     cache_dir = Path(cache_dir)
     if _is_hub_name(dataset):
         docs = _load_hub(dataset, text_field, cache_dir)
     else:
-        docs = [d for p in data_files(dataset) for d in _load_file(p, text_field, cache_dir, encoding)]
+        docs = [d for p in data_files(dataset) for d in _load_file(p, text_field, cache_dir, encodings)]
     if not docs:
         raise DataError(f"dataset {dataset!r} has no text in field {text_field!r} (every row is empty); "
                         f"point text_field at the column holding the text.")

@@ -4,9 +4,11 @@
     out_dir: runs/compare/embedded       # default runs/compare/NAME; one folder per run inside
     common: {dataset: embedded, vocab_size: 512, block_size: 64, batch_size: 16, max_steps: 150}
     eval: {inner_steps: [0, 4, 16, 64], batches: 4, iwae_samples: 8, protocol_steps: 16, seed: 0}
+    seeds: 3                             # every run and control with seeds seed, seed+1, seed+2
+    controls: [baseline, params, flops, fixed_latent]  # for every run (or a run's own `controls:`)
     runs:
-      - {name: vanilla, model: vanilla}
       - {name: ltm, model: ltm, inner_steps: 4, ltm: {n_latent: 4}}
+      - {name: p2, model: ponderlm2, controls: [params, flops, inference_flops]}
 
 `common:` and each run hold `TrainConfig` values (family sections nested); a run's values override
 the common ones, except the keys every run must share (`SHARED_KEYS`). `load_comparison` builds and
@@ -14,12 +16,18 @@ checks every run's `TrainConfig` before anything is trained; a mistake is one se
 run and the key. A run whose guide has no tractable density (a MAP point, Langevin samples) is
 refused: every stochastic run is scored with the fresh-noise ELBO and the importance-weighted
 bound, which need log q(z).
+
+Controls (`ltm.eval.controls`) are runs the comparison makes itself from a run: named
+`RUN.KIND`, sized once the tokenizer is known (before any training), trained and scored like any
+other run; two controls with the same config are one run. With `seeds: N` every run and control
+trains N times, seeds differing and nothing else, in `out_dir/RUN/seed_S`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +36,17 @@ import yaml
 
 from ltm.core.errors import ConfigError
 from ltm.core.registry import resolve
+from ltm.eval.controls import refuse_control
+from ltm.eval.quick import quick_comparison
 from ltm.inference import GUIDES, InnerLoopConfig, LocalGuide
 from ltm.inference.bounds import density_refusal
 from ltm.training.config import TrainConfig, coerce_values, merge_values
 
 # One dataset, one tokenizer, one token budget: no run may set these on its own.
 SHARED_KEYS = ("dataset", "tokenizer", "vocab_size", "block_size", "batch_size", "max_steps",
-               "data_seed", "val_fraction", "max_documents", "text_field")
+               "data_seed", "val_fraction", "max_documents", "text_field", "encoding")
 OWNED_KEYS = ("out_dir", "resume", "overwrite", "init_from", "trust_code")  # the comparison sets these itself
-TOP_KEYS = ("name", "out_dir", "common", "eval", "runs")
+TOP_KEYS = ("name", "out_dir", "common", "eval", "runs", "seeds", "controls")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -103,16 +113,42 @@ class EvalSettings:
 
 @dataclass
 class RunSpec:
-    """One run of a comparison: its name, the values it overrides, and its whole `TrainConfig`."""
+    """One run of a comparison: its name, the values it overrides, and its whole `TrainConfig`
+    (at the comparison's first seed).
+
+    Attributes:
+        controls: The control kinds this run asked for (`ltm.eval.controls.CONTROL_KINDS`).
+        control_of: For a control: the (run, kind) pairs it serves; empty for a run.
+        sizing: For a control: what its shape matched (`ltm.eval.controls.Sized`).
+    """
 
     name: str
     overrides: dict
     config: TrainConfig
+    controls: list[str] = field(default_factory=list)
+    control_of: list[tuple[str, str]] = field(default_factory=list)
+    sizing: object | None = None
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.control_of)
+
+
+@dataclass
+class Instance:
+    """One training of a comparison: a run at one seed, in its own folder."""
+
+    run: RunSpec
+    seed: int
+    dir: Path
+    config: TrainConfig
+    key: str  # the folder relative to the comparison's: "RUN" or "RUN/seed_S"
 
 
 @dataclass
 class Comparison:
-    """A checked comparison: every run's `TrainConfig` built, each run in `out_dir / name`."""
+    """A checked comparison: every run's `TrainConfig` built, each run in `out_dir / name` (and
+    `out_dir / name / seed_S` with several seeds); controls are added by `add_control`."""
 
     name: str
     source: str
@@ -120,9 +156,56 @@ class Comparison:
     common: dict
     eval: EvalSettings
     runs: list[RunSpec]
+    seeds: int = 1
 
-    def run_dir(self, run: RunSpec) -> Path:
-        return self.out_dir / run.name
+    def run_dir(self, run: RunSpec, seed: int | None = None) -> Path:
+        """The run's folder at `seed` (default: the first seed)."""
+        base = self.out_dir / run.name
+        if self.seeds == 1:
+            return base
+        return base / f"seed_{run.config.seed if seed is None else seed}"
+
+    def seed_values(self) -> list[int]:
+        """The seeds every run trains with: the first run's seed and the next `seeds - 1`."""
+        first = self.runs[0].config.seed
+        return list(range(first, first + self.seeds))
+
+    def instances(self) -> list[Instance]:
+        """Every training, seed by seed (a whole comparison at the first seed comes first)."""
+        out = []
+        for seed in self.seed_values():
+            for run in self.runs:
+                directory = self.run_dir(run, seed)
+                out.append(Instance(run, seed, directory,
+                                    run.config.replace(seed=seed, out_dir=str(directory)),
+                                    directory.relative_to(self.out_dir).as_posix()))
+        return out
+
+    def base_runs(self) -> list[RunSpec]:
+        return [r for r in self.runs if not r.is_control]
+
+    def control(self, run: str, kind: str) -> RunSpec | None:
+        """The control of `kind` that serves run `run`, once added."""
+        return next((r for r in self.runs if (run, kind) in r.control_of), None)
+
+    def add_control(self, run: RunSpec, kind: str, sized) -> RunSpec:
+        """Add `run`'s control of `kind` made from `sized.values`; a control with the same config
+        as one already added serves both runs."""
+        name = f"{run.name}.{kind}"
+        config = run.config.replace(**sized.values, out_dir=str(self.out_dir / name))
+        for other in self.runs:
+            if other.is_control and run_signature(other.config) == run_signature(config):
+                other.control_of.append((run.name, kind))
+                return other
+        spec = RunSpec(name, sized.values, config, control_of=[(run.name, kind)], sizing=sized)
+        self.runs.append(spec)
+        return spec
+
+
+def run_signature(config: TrainConfig) -> str:
+    """What a run computes, hashed: its whole config but where it lives."""
+    text = repr(sorted((k, repr(v)) for k, v in config.to_dict().items() if k != "out_dir"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _mapping(value, what: str, source: str) -> dict:
@@ -163,11 +246,30 @@ def _eval_settings(values: dict, source: str) -> EvalSettings:
     return settings
 
 
-def _run_spec(entry, index: int, common: dict, out_dir: Path, source: str) -> RunSpec:
+def _control_list(value, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not (isinstance(value, list) and all(isinstance(k, str) for k in value)):
+        raise ConfigError(f"controls {where} must be a list of control kinds such as [params, flops], "
+                          f"got {value!r}.")
+    return list(dict.fromkeys(value))
+
+
+def _seeds(value, source: str) -> int:
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"seeds in {source} must be a whole number >= 1 (runs per seed), got {value!r}.")
+    return value
+
+
+def _run_spec(entry, index: int, common: dict, out_dir: Path, source: str,
+              controls: list[str]) -> RunSpec:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise ConfigError(f"run {index + 1} in {source} must be a mapping with a name, e.g. "
                           f"'- {{name: vanilla, model: vanilla}}'; got {entry!r}.")
-    name, overrides = entry["name"], {k: v for k, v in entry.items() if k != "name"}
+    name = entry["name"]
+    overrides = {k: v for k, v in entry.items() if k not in ("name", "controls")}
     if not _RUN_NAME.match(name):
         raise ConfigError(f"run name '{name}' in {source} must be a folder name (letters, digits, "
                           f"'_', '.', '-').")
@@ -187,7 +289,13 @@ def _run_spec(entry, index: int, common: dict, out_dir: Path, source: str) -> Ru
         message = str(err).strip().splitlines()[0]
         raise ConfigError(message if f"run '{name}'" in message else f"{where}: {message}") from None
     _refuse_density_free(config, where)
-    return RunSpec(name, overrides, config)
+    own = _control_list(entry.get("controls"), f"of {where}") if "controls" in entry else None
+    kinds = controls if own is None else own
+    if own is None and config.family.is_baseline:
+        kinds = []  # the comparison-wide controls are for the runs a vanilla decoder controls
+    for kind in kinds:
+        refuse_control(kind, config, name)
+    return RunSpec(name, overrides, config, controls=kinds)
 
 
 def _refuse_density_free(config: TrainConfig, where: str) -> None:
@@ -216,13 +324,15 @@ def parse_comparison(data, source: str, out_dir: str | Path | None = None) -> Co
     _refuse_owned(common_raw, f"common: of {source}")
     common = coerce_values(common_raw, f"common: of {source}")
     settings = _eval_settings(_mapping(data.get("eval"), "eval:", source), source)
+    seeds = _seeds(data.get("seeds"), source)
+    controls = _control_list(data.get("controls"), f"in {source}")
     entries = data.get("runs")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source} names no runs: give runs: as a non-empty list, e.g. "
                           f"'- {{name: vanilla, model: vanilla}}'.")
     runs, seen = [], set()
     for i, entry in enumerate(entries):
-        run = _run_spec(entry, i, common, out_dir, source)
+        run = _run_spec(entry, i, common, out_dir, source, controls)
         if run.name in seen:
             raise ConfigError(f"run name '{run.name}' appears twice in {source}; each run needs its own "
                               f"name (it is its folder in {out_dir}).")
@@ -235,12 +345,15 @@ def parse_comparison(data, source: str, out_dir: str | Path | None = None) -> Co
     if settings.prefix_len is not None and settings.prefix_len > first.block_size:
         raise ConfigError(f"eval: prefix_len {settings.prefix_len} in {source} leaves no continuation "
                           f"to score in blocks of block_size {first.block_size} + 1 tokens.")
-    return Comparison(name, source, out_dir, common, settings, runs)
+    names = {n for r in runs for n in (r.name, *(f"{r.name}.{k}" for k in r.controls))}
+    if len(names) < len(runs) + sum(len(r.controls) for r in runs):
+        raise ConfigError(f"a run name in {source} equals another run's control (RUN.KIND); rename it.")
+    return Comparison(name, source, out_dir, common, settings, runs, seeds)
 
 
-def load_comparison(path: str | Path, out_dir: str | Path | None = None) -> Comparison:
+def load_comparison(path: str | Path, out_dir: str | Path | None = None, quick: bool = False) -> Comparison:
     """Read and check a comparison YAML (or JSON) file (see the module docstring); `out_dir`, when
-    given, replaces the file's."""
+    given, replaces the file's; `quick` shrinks it to a first look (`ltm.eval.quick`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"comparison config {path} does not exist.")
@@ -248,4 +361,6 @@ def load_comparison(path: str | Path, out_dir: str | Path | None = None) -> Comp
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot parse comparison config {path}: {str(err).splitlines()[0]}.") from None
+    if quick and isinstance(data, dict):
+        data = quick_comparison(data)
     return parse_comparison(data, str(path), out_dir)

@@ -1,10 +1,14 @@
-"""The comparison's results.md and plots, written from what the run folders hold (so far).
+"""The comparison's results.md, summary.json and plots, written from what the run folders hold (so far).
 
-results.md: the command, machine, date and wall times, then one row per run (family, parameters,
-training FLOPs, training wall time, each held-out number under its protocol's heading, the
-fresh-noise bound against K), then the protocols' labels. Plots (matplotlib, Agg): the validation
-bound logged during training against training tokens and against training FLOPs, and the held-out
-bound against K (exact-NLL runs as horizontal dashed lines).
+results.md: the command, machine, date and wall times; with several seeds or with controls, a
+summary (each run's held-out number, mean ± sd over seeds), each run's difference from each of its
+controls at each K with its standard error, and a verdict sentence per run (`ltm.eval.seed_stats`);
+then one row per run and seed (family, parameters, training FLOPs, training wall time, each
+held-out number under its protocol's heading, the fresh-noise bound against K), the latent-use
+table, and the protocols' labels. summary.json holds the same numbers for other tools (the scale
+trend, `ltm.eval.trend`). Plots (matplotlib, Agg): the validation bound logged during training
+against training tokens and against training FLOPs, and the held-out bound against K (exact-NLL
+runs as horizontal dashed lines; means with the seeds' spread as error bars).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ltm.eval.comparison_summary import collect, differences, format_controls, format_summary, write_summary
 from ltm.eval.exact import EXACT_LABEL
 from ltm.inference.bound_results import ELBO_LABEL, IWAE_LABEL, PREFIX_LABEL
 from ltm.training.metrics import METRICS_FILE
@@ -74,7 +79,8 @@ def _row(name: str, cost: dict, report: dict | None, k: int) -> list[str]:
                    f"{report['prefix_predictive']['nll']:.4f}", curve]
 
 
-def format_table(comp, costs: dict) -> str:
+def format_table(comp, costs: dict, reports: dict) -> str:
+    """One row per run and seed (the instance's folder names it)."""
     s, k = comp.eval, comp.eval.protocol_steps
     prefix = s.prefix_len or (comp.runs[0].config.block_size + 1) // 2
     header = ["run", "family", "params", "training FLOPs", "training wall time",
@@ -82,20 +88,20 @@ def format_table(comp, costs: dict) -> str:
               f"importance-weighted bound, K={k}, S={s.iwae_samples}",
               f"prefix-predictive NLL, K={k}, P={prefix}", "fresh-noise ELBO bound by K"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in comp.runs:
-        report = _read(comp.run_dir(run) / "eval.json")
-        lines.append("| " + " | ".join(_row(run.name, costs[run.name], report, k)) + " |")
+    for inst in comp.instances():
+        row = _row(inst.key, costs[inst.key], reports.get(inst.key), k)
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def format_latent_table(comp) -> str:
+def format_latent_table(comp, reports: dict) -> str:
     """Latent use of each stochastic run at each K: the bound, its gap to a long fit, active units,
     mutual information and the KL of each latent vector (nats per sequence)."""
     header = ["run", "K", "fresh-noise -ELBO", "gap to long fit", "active units",
               "mutual information (nats)", "KL per latent vector (nats/seq)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in comp.runs:
-        report = _read(comp.run_dir(run) / "eval.json")
+    for inst in comp.instances():
+        report = reports.get(inst.key)
         if not report or report["exact"]:
             continue
         long = report.get("long_fit")
@@ -106,7 +112,7 @@ def format_latent_table(comp) -> str:
             mi = f"{diag['mutual_info']:.3f}" if diag else NONE
             kl = (" ".join(f"{v:.2f}" for v in diag["kl_per_latent"])
                   if diag and diag["kl_per_latent"] is not None else NONE)
-            lines.append(f"| {run.name} | {bound['inner_steps']} | {bound['neg_elbo']:.4f} | {gap} | "
+            lines.append(f"| {inst.key} | {bound['inner_steps']} | {bound['neg_elbo']:.4f} | {gap} | "
                          f"{au} | {mi} | {kl} |")
     if len(lines) == 2:
         return ""
@@ -126,10 +132,20 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
     """
     cfg = comp.runs[0].config
     comp.out_dir.mkdir(parents=True, exist_ok=True)
-    reports = [_read(comp.run_dir(r) / "eval.json") for r in comp.runs]
-    compute = sum(_train_seconds(costs[r.name]) + (rep or {}).get("eval_seconds", 0.0)
-                  for r, rep in zip(comp.runs, reports, strict=True))
-    scored = [rep for rep in reports if rep]
+    instances = comp.instances()
+    reports = {i.key: r for i in instances if (r := _read(i.dir / "eval.json"))}
+    compute = sum(_train_seconds(costs[i.key]) + reports.get(i.key, {}).get("eval_seconds", 0.0)
+                  for i in instances)
+    scored = list(reports.values())
+    values = collect(comp, reports)
+    diffs = differences(comp, values)
+    write_summary(comp, costs, values, diffs)
+    overview = []
+    if comp.seeds > 1 or any(r.is_control for r in comp.runs):
+        overview = [f"Over {comp.seeds} seed(s) ({', '.join(map(str, comp.seed_values()))}; each run and "
+                    f"control trained once per seed, nothing else changed):", "",
+                    format_summary(comp, costs, values), "", format_controls(comp, diffs), "",
+                    "Each run and seed:", ""]
     data = scored[0]["data"] if scored else None
     tokens = cfg.batch_size * cfg.block_size * cfg.max_steps
     lines = [
@@ -150,9 +166,10 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
         + f", seed {comp.eval.seed}; nats per token; q fitted with "
         + (f"{comp.eval.inner_loop} in place of each run's own inner-loop settings"
            if comp.eval.inner_loop else "each run's own inner-loop settings"), "",
-        f"{len(scored)} of {len(comp.runs)} runs scored.", "",
-        format_table(comp, costs), "",
-        format_latent_table(comp),
+        f"{len(scored)} of {len(instances)} runs scored.", "",
+        *overview,
+        format_table(comp, costs, reports), "",
+        format_latent_table(comp, reports),
         "Protocols:",
         f"- {EXACT_LABEL}.",
         f"- {ELBO_LABEL}.",
@@ -160,16 +177,27 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
         f"- {PREFIX_LABEL}; per continuation token (the last block tokens "
         f"after the prefix P), so it is not the same token set as the other columns.",
         "- training FLOPs: FLOPs of one measured training step (matrix multiplies and attention, "
-        "forward + backward, inner loop included; torch.utils.flop_counter) x max_steps.", ""]
-    plots = write_plots(comp, costs, reports)
+        "forward + backward, inner loop included; torch.utils.flop_counter) x max_steps.",
+        "- run − control: the run's mean over seeds minus the control's, with the standard error "
+        "sqrt(s_run^2/n + s_control^2/n) (Welch); 'beyond 2 SE' when |difference| > 2 SE. The "
+        "held-out number is the exact NLL for deterministic families and the fresh-noise ELBO bound "
+        "after a K-step fit for stochastic ones.", ""]
+    plots = write_plots(comp, costs, values)
     lines += [f"![{name}]({name})" for name in plots]
     path = comp.out_dir / RESULTS_FILE
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def write_plots(comp, costs: dict, reports: list) -> list[str]:
-    """The three PNGs (file names); none when matplotlib is not installed."""
+def _mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """The mean over seeds at the steps every seed's curve has."""
+    common = set.intersection(*(set(s for s, _ in c) for c in curves)) if curves else set()
+    return [(s, sum(dict(c)[s] for c in curves) / len(curves)) for s in sorted(common)]
+
+
+def write_plots(comp, costs: dict, values: dict) -> list[str]:
+    """The three PNGs (file names); none when matplotlib is not installed. With several seeds each
+    curve is the seeds' mean, and the bound against K shows their standard deviation."""
     try:
         import matplotlib
     except ImportError:
@@ -177,39 +205,46 @@ def write_plots(comp, costs: dict, reports: list) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ltm.eval.seed_stats import mean_sd
+
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     color = {run.name: colors[i % len(colors)] for i, run in enumerate(comp.runs)}  # one per run
+    instances = comp.instances()
     written = []
     for key, xlabel in (("tokens", "training tokens"), ("flops", "training FLOPs")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for run in comp.runs:
-            cost, curve = costs[run.name], val_curve(comp.run_dir(run))
+            mine = [i for i in instances if i.run is run]
+            curve = _mean_curve([c for c in (val_curve(i.dir) for i in mine) if c])
+            cost = costs[mine[0].key]
             per_step = cost["tokens_per_step"] if key == "tokens" else cost["flops_per_step"]
             if curve:
                 ax.plot([s * per_step for s, _ in curve], [v for _, v in curve], marker="o",
                         color=color[run.name], label=f"{run.name} ({cost['model']})")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation -ELBO, nats/token")
-        ax.set_title("validation bound during training (exact NLL for deterministic families)",
-                     fontsize=8)
+        ax.set_title("validation bound during training (exact NLL for deterministic families)"
+                     + (f"; mean of {comp.seeds} seeds" if comp.seeds > 1 else ""), fontsize=8)
         written.append(_save(fig, ax, comp.out_dir / PLOTS[key]))
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = sorted({int(k) for k in comp.eval.inner_steps})
-    for run, report in zip(comp.runs, reports, strict=True):
-        if report is None:
+    for run in comp.runs:
+        by_k = {k: v for k, v in values[run.name].items() if v}
+        if not by_k:
             continue
-        if report["exact"]:
-            ax.axhline(report["exact_nll"]["nll"], linestyle="--", color=color[run.name],
-                       label=f"{run.name}: exact NLL")
+        stats = {k: mean_sd(v) for k, v in by_k.items()}
+        if run.config.family.exact_nll:
+            mean = next(iter(stats.values()))[0]
+            ax.axhline(mean, linestyle="--", color=color[run.name], label=f"{run.name}: exact NLL")
         else:
-            curve = report["fresh_noise_elbo"]
-            ax.plot([b["inner_steps"] for b in curve], [b["neg_elbo"] for b in curve], marker="o",
-                    color=color[run.name], label=f"{run.name}: fresh-noise ELBO bound")
+            ax.errorbar(list(stats), [m for m, _ in stats.values()],
+                        yerr=[sd or 0.0 for _, sd in stats.values()], marker="o", capsize=3,
+                        color=color[run.name], label=f"{run.name}: fresh-noise ELBO bound")
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlim(min(ks) - 0.1, max(ks) * 1.15 + 0.1)  # dashed exact-NLL lines span the budgets only
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("inner steps K at evaluation")
-    ax.set_ylabel("held-out nats/token")
+    ax.set_ylabel("held-out nats/token" + (f" (mean ± sd of {comp.seeds} seeds)" if comp.seeds > 1 else ""))
     written.append(_save(fig, ax, comp.out_dir / PLOTS["k"]))
     return written
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from ltm.core.errors import ConfigError, UserError
 from ltm.data import prepare_data
-from ltm.eval.comparison import Comparison, RunSpec
+from ltm.eval.comparison import Comparison, Instance, RunSpec, run_signature
 from ltm.eval.comparison_report import write_report
+from ltm.eval.controls import DESCRIPTIONS, Sized, control_values
 from ltm.eval.flops import step_cost
 from ltm.eval.run_eval import evaluate_run
 from ltm.training.checkpoint import latest_checkpoint, read_config, read_manifest
@@ -32,6 +33,7 @@ from ltm.training.trainer import Trainer
 from ltm.training.trusted_code import named_code
 
 COST_FILE, EVAL_FILE, SESSIONS_FILE = "cost.json", "eval.json", "sessions.json"
+CONTROLS_FILE = "controls.json"
 # Settings that change how a run is executed or where it lives, not what it computes.
 _MECHANICS = ("out_dir", "resume", "init_from", "overwrite", "progress", "threads", "device",
               "cache_dir", "trust_code")
@@ -74,25 +76,48 @@ def own_code(run: RunSpec) -> list[str]:
     return list(named_code(run.config.to_dict()).values())
 
 
-def check_existing_run(comp: Comparison, run: RunSpec) -> None:
+def check_existing_run(comp: Comparison, inst: Instance) -> None:
     """Refuse a run folder whose checkpoints were trained with another config."""
-    latest = latest_checkpoint(comp.run_dir(run))
+    latest = latest_checkpoint(inst.dir)
     if latest is None:
         return
-    saved = _flatten(read_config(latest, own_code(run)).to_dict())
-    wanted = _flatten(run.config.to_dict())
+    saved = _flatten(read_config(latest, own_code(inst.run)).to_dict())
+    wanted = _flatten(inst.config.to_dict())
     for key in wanted:
         if saved.get(key) != wanted[key]:
-            raise ConfigError(f"run '{run.name}': {comp.run_dir(run)} holds a run trained with {key} "
+            raise ConfigError(f"run '{inst.run.name}': {inst.dir} holds a run trained with {key} "
                               f"{saved.get(key)!r}, but {comp.source} now gives {wanted[key]!r}; "
                               f"restore the value, or delete that folder to train the run again.")
 
 
+def size_controls(comp: Comparison, vocab_size: int, batch, log=print) -> None:
+    """Add every run's controls to `comp`, sized for this vocabulary (`ltm.eval.controls`); the
+    sizes are kept in out_dir/controls.json and reused while the run's config is unchanged."""
+    path = comp.out_dir / CONTROLS_FILE
+    saved = read_json(path) or {}
+    for run in comp.base_runs():
+        for kind in run.controls:
+            name, signature = f"{run.name}.{kind}", run_signature(run.config)
+            entry = saved.get(name)
+            if entry and entry.get("run_signature") == signature and entry.get("vocab_size") == vocab_size:
+                sized = Sized(**entry["sizing"])
+            else:
+                sized = control_values(kind, run.config, vocab_size, batch, run.name)
+                saved[name] = {"run_signature": signature, "vocab_size": vocab_size,
+                               "sizing": sized.to_dict()}
+            control = comp.add_control(run, kind, sized)
+            log(f"control {control.name} of {run.name}: {DESCRIPTIONS[kind]}"
+                + (f" ({sized.describe()})" if sized.describe() else ""))
+    if saved:
+        write_json(path, saved)
+
+
 def prepare(comp: Comparison, log=print) -> dict:
-    """Everything checked before training: the data once, each run's cost, existing run folders.
+    """Everything checked before training: the data once, the controls sized, each run's cost,
+    existing run folders.
 
     Returns:
-        {run name: cost dict} (as saved in RUN/cost.json).
+        {instance key: cost dict} (as saved in RUN[/seed_S]/cost.json).
     """
     cfg = comp.runs[0].config
     try:
@@ -104,37 +129,41 @@ def prepare(comp: Comparison, log=print) -> dict:
     log(f"data: {len(data.train)} train / {len(data.val)} val blocks of {cfg.block_size} tokens, "
         f"vocabulary {data.vocab_size}")
     batch = data.train.fixed_batches(cfg.batch_size, 1)[0]  # (B, T+1)
-    costs = {}
-    for run in comp.runs:
-        check_existing_run(comp, run)
-        cost = read_json(comp.run_dir(run) / COST_FILE) or {}
+    size_controls(comp, data.vocab_size, batch, log)
+    measured, costs = {}, {}
+    for inst in comp.instances():
+        check_existing_run(comp, inst)
+        cost = read_json(inst.dir / COST_FILE) or {}
         if "flops_per_step" not in cost:
-            try:
-                cost.update(step_cost(run.config, data.vocab_size, batch))
-            except (ConfigError, ValueError, TypeError) as err:
-                raise ConfigError(f"run '{run.name}' of {comp.source}: {str(err).splitlines()[0]}") from None
+            if inst.run.name not in measured:  # the same at every seed
+                try:
+                    measured[inst.run.name] = step_cost(inst.run.config, data.vocab_size, batch)
+                except (ConfigError, ValueError, TypeError) as err:
+                    raise ConfigError(f"run '{inst.run.name}' of {comp.source}: "
+                                      f"{str(err).splitlines()[0]}") from None
+            cost.update(measured[inst.run.name])
             cost.setdefault("train_segments", [])
         tokens_per_step = cfg.batch_size * cfg.block_size
-        cost.update(model=run.config.model, max_steps=cfg.max_steps, tokens_per_step=tokens_per_step,
-                    training_tokens=tokens_per_step * cfg.max_steps,
+        cost.update(model=inst.config.model, seed=inst.seed, max_steps=cfg.max_steps,
+                    tokens_per_step=tokens_per_step, training_tokens=tokens_per_step * cfg.max_steps,
                     training_flops=cost.get("training_flops", cost["flops_per_step"] * cfg.max_steps))
-        costs[run.name] = cost
+        costs[inst.key] = cost
     return costs
 
 
-def train_run(comp: Comparison, run: RunSpec, cost: dict, log=print) -> None:
-    """Train to max_steps (resuming), adding this segment's wall time to RUN/cost.json."""
-    run_dir, trainer, started = comp.run_dir(run), None, time.perf_counter()
-    from_step = finished_step(run_dir)
+def train_run(inst: Instance, cost: dict, log=print) -> None:
+    """Train to max_steps (resuming), adding this segment's wall time to its cost.json."""
+    trainer, started = None, time.perf_counter()
+    from_step = finished_step(inst.dir)
     try:
-        trainer = Trainer(run.config, log=log)
+        trainer = Trainer(inst.config, log=log)
         trainer.train()
     finally:
         to_step = trainer.step if trainer is not None else from_step
         if to_step > from_step:
             cost["train_segments"].append({"from_step": from_step, "to_step": to_step,
                                            "seconds": round(time.perf_counter() - started, 3)})
-            write_json(run_dir / COST_FILE, cost)
+            write_json(inst.dir / COST_FILE, cost)
 
 
 def _record_session(comp: Comparison, command: str, started: float, date: str) -> list[dict]:
@@ -161,27 +190,28 @@ def _run_comparison(comp: Comparison, command: str, log) -> Path:
     started = time.perf_counter()
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     costs = prepare(comp, log)
-    for run in comp.runs:
-        if read_json(comp.run_dir(run) / COST_FILE) != costs[run.name]:
-            write_json(comp.run_dir(run) / COST_FILE, costs[run.name])
-    total = len(comp.runs)
-    for i, run in enumerate(comp.runs, 1):
-        run_dir, cost, tag = comp.run_dir(run), costs[run.name], f"[{i}/{total}] {run.name}"
-        max_steps = run.config.max_steps
-        step = finished_step(run_dir)
+    instances = comp.instances()
+    for inst in instances:
+        if read_json(inst.dir / COST_FILE) != costs[inst.key]:
+            write_json(inst.dir / COST_FILE, costs[inst.key])
+    for i, inst in enumerate(instances, 1):
+        cost, tag = costs[inst.key], f"[{i}/{len(instances)}] {inst.key}"
+        max_steps = inst.config.max_steps
+        step = finished_step(inst.dir)
         if step < max_steps:
-            log(f"{tag}: training {run.config.model} from step {step} to {max_steps} in {run_dir}")
-            train_run(comp, run, cost, log)
-            step = finished_step(run_dir)
-        report = read_json(run_dir / EVAL_FILE)
+            log(f"{tag}: training {inst.config.model} (seed {inst.seed}) from step {step} to "
+                f"{max_steps} in {inst.dir}")
+            train_run(inst, cost, log)
+            step = finished_step(inst.dir)
+        report = read_json(inst.dir / EVAL_FILE)
         if report and report.get("step") == step and report.get("settings") == comp.eval.to_dict():
             log(f"{tag}: trained to step {step} and scored already; skipped")
         else:
             log(f"{tag}: scoring the held-out split (K = {comp.eval.inner_steps})")
             t0 = time.perf_counter()
-            report = evaluate_run(run_dir, comp.eval, own_code(run))
+            report = evaluate_run(inst.dir, comp.eval, own_code(inst.run))
             report["eval_seconds"] = round(time.perf_counter() - t0, 3)
-            write_json(run_dir / EVAL_FILE, report)
+            write_json(inst.dir / EVAL_FILE, report)
         path = write_report(comp, costs, command, _record_session(comp, command, started, date))
         log(f"{tag}: done; wrote {path}")
     return comp.out_dir / "results.md"

@@ -62,6 +62,8 @@ class Family(nn.Module):
         sequence_latent: True when the decoder conditions on a sequence-level z (B, N, D): the
             sampler fits q(z | prompt) or draws z from the prior and passes it as `latents`.
         takes_prior: True when the prior can be chosen (`--prior`); else the family has its own.
+        is_baseline: True for the plain decoder (no thought, no extra compute) that comparisons
+            build their controls from (`ltm.eval.controls`); one family has it.
         decoder: The `Decoder` whose vocabulary, block size and device the tools read.
         prior: The prior over the thoughts (a degenerate `ContextDelta` for deterministic ones).
     """
@@ -72,6 +74,7 @@ class Family(nn.Module):
     exact_nll: ClassVar[bool] = True
     sequence_latent: ClassVar[bool] = False
     takes_prior: ClassVar[bool] = False
+    is_baseline: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, decoder: DecoderConfig, options=None, prior: str | type | None = None,

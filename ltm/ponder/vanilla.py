@@ -21,6 +21,7 @@ class VanillaDecoder(TokenLevelFamily):
     """
 
     name = "vanilla"
+    is_baseline = True
     slots_per_token = 1
     tied_head = True
 

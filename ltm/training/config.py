@@ -85,8 +85,8 @@ class TrainConfig:
     # inner (fast) loop
     inner_steps: int = _f(4, "inner steps K fitting q(z|x) per training batch", "inner loop")
     fast_lr: float = _f(0.3, "fast (inner-loop) learning rate", "inner loop")
-    fast_optimizer: str = _f("adam", "fast optimiser: adam, sgd or natgrad (SGD along q's natural "
-                             "gradient)", "inner loop")
+    fast_optimizer: str = _f("adam", "fast optimiser: adam, adamw (the published code's), sgd or natgrad "
+                             "(SGD along q's natural gradient)", "inner loop")
     fast_schedule: str = _f("cosine", "inner-loop lr schedule: constant, cosine or linear", "inner loop")
     reuse_noise: bool = _f(False, "reuse one noise draw for all inner steps (published code)", "inner loop")
     accumulate_decoder_grads: bool = _f(
@@ -107,8 +107,8 @@ class TrainConfig:
     dataset: str = _f("embedded", "'embedded' (stdlib docstrings), a local text file/dir or a hub name",
                       "data")
     text_field: str = _f("text", "text column of a hub or JSON dataset", "data")
-    encoding: str = _f("utf-8", "text encoding of local .txt, .json(l) and .csv files (e.g. latin-1, "
-                       "cp1252)", "data")
+    encoding: str = _f("utf-8", "text encoding of local .txt, .json(l), .csv and .zip files (e.g. "
+                       "latin-1), or a comma list tried in order for each file (utf-8,latin-1)", "data")
     tokenizer: str = _f("bpe", "'bpe' (train byte-level BPE) or a tokenizer.json path", "data")
     vocab_size: int = _f(512, "BPE vocabulary size to train (a loaded tokenizer keeps its own)", "data")
     block_size: int = _f(128, "tokens per training sequence", "data")

@@ -1,6 +1,9 @@
 """Train several model families on one dataset, tokenizer and token budget, and score them alike.
 
     python -m ltm.compare --config configs/compare/embedded.yaml
+    python -m ltm.compare --config configs/compare/controls_enwiki.yaml --quick   # a first look
+    python -m ltm.compare --trend runs/compare/controls_scale_d64 runs/compare/controls_enwiki \
+        --run ltm-warmup --out-dir results/compare/scale_trend      # gap to each control vs size
 
 The config names the runs (a family and its options each), the settings they share, and how the
 held-out split is scored (`ltm.eval.comparison`). Runs train one after another into OUT_DIR/RUN;
@@ -14,14 +17,16 @@ exits with status 2 before anything is trained; LTM_DEBUG=1 shows the traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
 from ltm.cli.compare_args import build_parser, command_line
 from ltm.cli.errors import report_user_errors
-from ltm.core.errors import Preempted
+from ltm.core.errors import ConfigError, Preempted
 from ltm.eval.comparison import load_comparison
 from ltm.eval.comparison_run import run_comparison
+from ltm.eval.trend import write_trend
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     def body() -> None:
+        if args.trend:
+            if not (args.run and args.out_dir):
+                raise ConfigError("--trend needs --run NAME (the run to follow) and --out-dir DIR.")
+            print(f"wrote {write_trend([Path(d) for d in args.trend], args.run, Path(args.out_dir))}")
+            return
+        if not args.config:
+            raise ConfigError("give --config FILE (a comparison YAML), or --trend DIR ... for a scale trend.")
         comp = load_comparison(args.config, args.out_dir, quick=args.quick)
         try:
             path = run_comparison(comp, command_line(argv), log=lambda m: print(m, flush=True))

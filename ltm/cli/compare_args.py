@@ -8,8 +8,12 @@ import argparse
 def build_parser(description: str) -> argparse.ArgumentParser:
     """The comparison CLI's parser: a config file, and where to run."""
     p = argparse.ArgumentParser(prog="python -m ltm.compare", description=description)
-    p.add_argument("--config", required=True, help="comparison YAML: name, out_dir, common:, eval:, runs: "
-                   "(see configs/compare/embedded.yaml)")
+    p.add_argument("--config", default=None, help="comparison YAML: name, out_dir, common:, eval:, runs:, "
+                   "seeds:, controls: (see configs/compare/embedded.yaml, controls_enwiki.yaml)")
+    p.add_argument("--trend", nargs="+", default=None, metavar="DIR",
+                   help="instead of running one: the scale trend of --run across these finished "
+                   "comparisons' folders (its gap to each control against its size), into --out-dir")
+    p.add_argument("--run", default=None, help="with --trend: the run to follow")
     p.add_argument("--out-dir", default=None, help="write the comparison here instead of its out_dir "
                    "(default: the file's out_dir, else runs/compare/NAME)")
     p.add_argument("--quick", action="store_true", help="the same runs and controls at a tiny size, 12 "

@@ -138,3 +138,23 @@ def test_quick_runs_a_comparison_with_its_controls_and_seeds(tmp_path, capsys):
     assert "ltm beats" in results and "Target (0.03 nats/token below each of" in results
     fixed = summary["runs"]["ltm.fixed_latent"]["values"]
     assert fixed["0"] == fixed["4"]  # nothing to infer: K changes nothing
+
+
+def test_the_trend_reads_each_comparisons_summary(tmp_path, capsys):
+    def summary(folder, params, gap):
+        folder.mkdir()
+        diff = {"mean": gap, "se": 0.01, "n": [3, 3], "beyond_2se": abs(gap) > 0.02}
+        (folder / "summary.json").write_text(json.dumps({
+            "name": folder.name, "seeds": [0, 1, 2], "protocol_steps": 16,
+            "runs": {"ltm": {"params": params, "d_model": params // 1000, "n_layer": 2}},
+            "differences": {"ltm": {"params": {"16": diff}}}}))
+        return folder
+    folders = [summary(tmp_path / "big", 4_000_000, -0.01), summary(tmp_path / "small", 1_000_000, 0.05)]
+    out = tmp_path / "trend"
+    assert main(["--trend", *map(str, folders), "--run", "ltm", "--out-dir", str(out)]) == 0
+    text = (out / "trend.md").read_text()
+    assert text.index("| small |") < text.index("| big |")  # ordered by size
+    assert "+0.0500 ± 0.0100 *" in text
+    assert "the gap shrinks from +0.0500 to -0.0100 (-0.0600; in the run's favour at the largest size)" in text
+    assert main(["--trend", str(folders[0]), "--run", "nope", "--out-dir", str(out)]) == 2
+    assert "has no run 'nope'" in capsys.readouterr().err

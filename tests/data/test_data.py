@@ -316,3 +316,22 @@ def test_tinyshakespeare_with_gpt2_tokenizer(tmp_path):
     text = decode(data.tokenizer, data.train.batch(range(len(data.train))).flatten())
     assert "Citizen" in text
     assert encode(data.tokenizer, "To be, or not to be") == [2514, 307, 11, 393, 407, 284, 307]
+
+
+def test_a_zip_archive_gives_one_document_per_text_member_in_a_list_of_encodings(tmp_path):
+    import zipfile
+
+    from ltm.core.errors import DataError
+    from ltm.data.corpus import load_documents
+
+    path = tmp_path / "addresses.zip"
+    first, second = "Fellow-Citizens of the Senate.\n\nAmong the changes.", "Vice President \xa1 and all."
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("addresses/1789-Washington.txt", first)
+        archive.writestr("addresses/2005-Bush.txt", second.encode("latin-1"))
+        archive.writestr("addresses/README", "not text data")
+    docs = load_documents(str(path), "text", tmp_path / "hf", encoding="utf-8,latin-1")
+    assert docs == [first, second]
+    with pytest.raises(DataError, match=r"member 'addresses/2005-Bush.txt' of .* is not valid utf-8 text "
+                                        r"\(byte b'\\xa1' at offset 15\); name its encoding"):
+        load_documents(str(path), "text", tmp_path / "hf")

@@ -155,6 +155,7 @@ def test_the_trend_reads_each_comparisons_summary(tmp_path, capsys):
     text = (out / "trend.md").read_text()
     assert text.index("| small |") < text.index("| big |")  # ordered by size
     assert "+0.0500 ± 0.0100 *" in text
-    assert "the gap shrinks from +0.0500 to -0.0100 (-0.0600; in the run's favour at the largest size)" in text
+    assert ("the gap shrinks from +0.0500 to -0.0100 (-0.0600; in the run's favour at the largest "
+            "size)") in text
     assert main(["--trend", str(folders[0]), "--run", "nope", "--out-dir", str(out)]) == 2
     assert "has no run 'nope'" in capsys.readouterr().err

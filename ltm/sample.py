@@ -19,9 +19,10 @@ import torch
 
 from ltm.cli.errors import report_user_errors
 from ltm.cli.sample_args import build_parser
-from ltm.core.errors import MissingFileError
+from ltm.core.errors import DataError, MissingFileError
 from ltm.sampling import generate_text
 from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
+from ltm.training.distributed import check_device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +36,14 @@ def _sample(args: argparse.Namespace) -> None:
     prompts = list(args.prompt)
     for path in args.prompt_file:
         if not Path(path).is_file():
-            raise MissingFileError(f"prompt file {path} does not exist.")
-        prompts.append(Path(path).read_text().rstrip("\n"))
+            raise MissingFileError(f"prompt file {path} does not exist or is not a file.")
+        try:
+            prompts.append(Path(path).read_text(encoding="utf-8").rstrip("\n"))
+        except UnicodeDecodeError as bad:
+            raise DataError(f"prompt file {path} is not valid UTF-8 text (byte "
+                            f"{bad.object[bad.start:bad.start + 1]!r} at offset {bad.start}); save it "
+                            f"as UTF-8.") from None
+    check_device(args.device)
     step_dir = resolve_checkpoint(args.checkpoint)  # once: model and guide come from the same step
     model, tokenizer, config = load_checkpoint(step_dir, args.device, args.trust_code)
     guide = load_guide(step_dir, args.device, model, args.trust_code)

@@ -182,14 +182,21 @@ def run_comparison(comp: Comparison, command: str, log=print) -> Path:
     Holds the lock of `comp.out_dir` (`RunLock`) throughout: a second comparison into the same
     folder is refused.
     """
-    with RunLock(comp.out_dir, "comparison"):
-        return _run_comparison(comp, command, log)
+    lock = RunLock(comp.out_dir, "comparison").acquire()
+    try:
+        started = time.perf_counter()
+        try:
+            costs = prepare(comp, log)
+        except BaseException:
+            lock.release(tidy=True)  # refused before training: no folder or lock left behind
+            raise
+        return _run_comparison(comp, command, log, costs, started)
+    finally:
+        lock.release()
 
 
-def _run_comparison(comp: Comparison, command: str, log) -> Path:
-    started = time.perf_counter()
+def _run_comparison(comp: Comparison, command: str, log, costs: dict, started: float) -> Path:
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    costs = prepare(comp, log)
     instances = comp.instances()
     for inst in instances:
         if read_json(inst.dir / COST_FILE) != costs[inst.key]:

@@ -158,6 +158,25 @@ def check_world(batch_size: int, grad_accum: int, world_size: int) -> None:
                           f"{world_size * grad_accum}.")
 
 
+def check_device(device: str) -> torch.device:
+    """The torch device `device` names, checked to exist here.
+
+    Raises:
+        ConfigError: for a name torch does not know, or a GPU that is not visible.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} needs a CUDA GPU and none is visible; use --device cpu.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) are visible.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: ltm runs on cpu or cuda.")
+    return dev
+
+
 def init_distributed(device: str, backend: str = "auto", timeout_s: float = 300.0
                      ) -> tuple[DistContext, torch.device]:
     """Join torchrun's process group, if there is one, and pick this rank's device.
@@ -173,7 +192,7 @@ def init_distributed(device: str, backend: str = "auto", timeout_s: float = 300.
     if backend not in BACKENDS:
         raise ConfigError(f"--dist-backend '{backend}' is not one of {', '.join(BACKENDS)}.")
     rank, world, local = torchrun_world()
-    dev = torch.device(device)
+    dev = check_device(device)
     if backend == "nccl" and (dev.type != "cuda" or not torch.cuda.is_available()):
         raise ConfigError(f"--dist-backend nccl needs CUDA GPUs, but the run's device is {device}"
                           f"{'' if torch.cuda.is_available() else ' and no GPU is visible'}; use "

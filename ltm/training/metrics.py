@@ -49,19 +49,28 @@ class MetricsLog:
         self._guarded(lambda: tmp.write_text("".join(line + "\n" for line in kept)))
         os.replace(tmp, self.path)
 
+    def reset(self) -> None:
+        """Start the file afresh (a new run)."""
+        self._guarded(lambda: self.path.write_text(""))
+
     def write(self, record: dict) -> None:
-        """Append `record` as one line of strict JSON.
+        """Append `record` as one line of strict JSON; a write that fails leaves the file as it was.
 
         Raises:
             CheckpointSaveError: when the file cannot be written (no space, a size limit), in one
                 sentence; the checkpoints are untouched.
         """
-        line = json.dumps(strict_json(record), allow_nan=False) + "\n"
+        line = (json.dumps(strict_json(record), allow_nan=False) + "\n").encode()
 
         def append() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(line)
+            with open(self.path, "ab", buffering=0) as f:
+                size = f.tell()
+                try:
+                    f.write(line)
+                except OSError:
+                    f.truncate(size)  # no half line
+                    raise
         self._guarded(append)
 
     def _guarded(self, write) -> None:

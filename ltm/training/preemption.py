@@ -3,7 +3,10 @@
 Cluster schedulers (SLURM, Kubernetes) preempt a job with SIGTERM and kill it a little later; a
 person stops one with Ctrl-C (SIGINT). While `StopSignals` is active, the first of these signals
 only records a request, which the training loop reads after each step; a second one aborts at
-once (`KeyboardInterrupt`, or `SystemExit(143)` for SIGTERM).
+once (`KeyboardInterrupt`, or `SystemExit(143)` for SIGTERM). One preemption often arrives twice
+(SLURM signals every process of the job, and torchrun forwards its own SIGTERM to its workers), so
+a SIGTERM within `SAME_PREEMPTION_S` seconds of the first counts as the same request. A signal the
+process was started to ignore (SIGINT of a background job) stays ignored.
 
     with StopSignals() as stop:
         while training:
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SAME_PREEMPTION_S = 5.0
 
 
 class StopSignals:
@@ -32,6 +37,7 @@ class StopSignals:
 
     def __init__(self):
         self.signum: int | None = None
+        self._first_at = 0.0
         self._previous: dict[int, object] = {}
 
     @property
@@ -39,17 +45,21 @@ class StopSignals:
         return self.signum is not None
 
     def _handle(self, signum: int, frame) -> None:
+        now = time.monotonic()
         if self.signum is None:
-            self.signum = signum
+            self.signum, self._first_at = signum, now
             return
-        if signum == signal.SIGINT:  # the second signal: abort now
+        if signum == signal.SIGTERM == self.signum and now - self._first_at < SAME_PREEMPTION_S:
+            return  # the same preemption, delivered twice
+        if signum == signal.SIGINT:  # a second signal: abort now
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for s in STOP_SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
+                if signal.getsignal(s) is not signal.SIG_IGN:
+                    self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -48,7 +48,7 @@ from ltm.training.config import TrainConfig, merge_values
 from ltm.training.distributed import check_world, init_distributed, torchrun_world
 from ltm.training.metrics import METRICS_FILE, MetricsLog
 from ltm.training.precision import autocast, compile_decoder, resolve_precision
-from ltm.training.preemption import StopSignals
+from ltm.training.preemption import STOP_SIGNALS, StopSignals
 from ltm.training.run_lock import RunLock
 from ltm.training.trusted_code import CODE_FIELDS
 
@@ -96,17 +96,9 @@ class Trainer:
         self.cfg, self.log = cfg, (log if self.dist.is_main else _quiet)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.out_dir = Path(cfg.out_dir)
-        self.lock = RunLock(self.out_dir, "training run")
-        if self.dist.is_main:  # rank 0 speaks for the run: it alone writes the directory
-            self.lock.acquire()
-        try:
-            self._set_up()
-        except BaseException:
-            self.lock.release(tidy=not step_dirs(self.out_dir))  # a failed start leaves no trace
-            raise
-
-    def _set_up(self) -> None:
-        cfg = self.cfg
+        self.lock = RunLock(self.out_dir, "training run")  # held by rank 0 while train() runs
+        if self.dist.is_main:
+            self.lock.check()  # a busy directory fails now, before the set-up work
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         resume_dir = resume_checkpoint(cfg)
@@ -131,7 +123,7 @@ class Trainer:
         self.val_batches = (self.data.val.fixed_batches(cfg.batch_size, cfg.eval_batches)
                             if len(self.data.val) else [])  # none with val_fraction=0
         self.metrics = MetricsLog(self.out_dir / METRICS_FILE)
-        self.step = 0
+        self.step, self.resumed = 0, False
         if resume_dir is not None:
             try:
                 self._resume(resume_dir)
@@ -197,8 +189,7 @@ class Trainer:
         if later:
             self.log(f"note: {self.out_dir} holds later checkpoints {later}; they are replaced when "
                      f"this run reaches their steps.")
-        if self.dist.is_main:
-            self.metrics.truncate_after(self.step)
+        self.resumed = True  # train() drops the metrics of steps after this one
         self.log(f"resumed from {step_dir} at step {self.step}")
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -298,17 +289,23 @@ class Trainer:
             [f"{a} micro-batches"] if a > 1 else [])
         return f", batch {self.cfg.batch_size} over {' x '.join(parts)}" if parts else ""
 
-    def _stop_agreed(self, stop: StopSignals) -> bool:
-        """Whether any process received a stop signal (every process gets the same answer)."""
+    def _stop_signal(self, stop: StopSignals) -> int | None:
+        """The stop signal any process received (SIGTERM before SIGINT), or None; every process
+        gets the same answer."""
         if not self.dist.enabled:
-            return stop.requested
-        flag = torch.tensor([float(stop.requested)], device=self.device)
-        return bool(self.dist.sum_(flag, "the stop-signal check") > 0)
+            return stop.signum
+        seen = torch.tensor([float(stop.signum == s) for s in STOP_SIGNALS], device=self.device)
+        self.dist.sum_(seen, "the stop-signal check")
+        return next((s for s, n in zip(STOP_SIGNALS, seen.tolist(), strict=True) if n > 0), None)
 
-    def _stop(self, signum: int):
-        """Save at the current step (rank 0), then raise `Preempted` on every process."""
-        path = self.save() if self.dist.is_main else self.out_dir / step_dir_name(self.step)
-        self.dist.barrier(f"the checkpoint of step {self.step} on rank 0")
+    def _stop(self, signum: int, saved: Path | None):
+        """Save at the current step (rank 0) unless `saved` is its checkpoint already, then raise
+        `Preempted` on every process."""
+        path = saved or self.out_dir / step_dir_name(self.step)
+        if saved is None:
+            if self.dist.is_main:
+                path = self.save()
+            self.dist.barrier(f"the checkpoint of step {self.step} on rank 0")
         name = signal.Signals(signum).name
         raise Preempted(signum, self.step, f"{name}: stopped at step {self.step}, saved {path}; "
                                            f"continue with --resume auto")
@@ -319,15 +316,16 @@ class Trainer:
     def train(self) -> ElboBound | None:
         """Train to `max_steps`, validating and checkpointing on schedule and at the end.
 
-        Holds the run directory's lock (`RunLock`) until it returns. On SIGTERM or SIGINT it
-        finishes the current step, saves a checkpoint there and raises `Preempted` (a second
-        signal aborts at once); under torchrun every process stops at the same step.
+        Holds the run directory's lock (`RunLock`, rank 0) until it returns: a second process aimed
+        at the directory is refused. On SIGTERM or SIGINT it finishes the current step (with its
+        scheduled validation), saves a checkpoint there and raises `Preempted` (a second signal
+        aborts at once); under torchrun every process stops at the same step.
 
         Raises:
             Preempted: after saving, when a stop signal arrived.
         """
         if self.dist.is_main:
-            self.lock.acquire()  # held already, unless an earlier train() released it
+            self.lock.acquire()
         try:
             with StopSignals() as stop:
                 return self._train(stop)
@@ -345,7 +343,9 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if main and self.step == 0:
-            self.metrics.path.write_text("")
+            self.metrics.reset()
+        elif main and self.resumed:
+            self.metrics.truncate_after(self.step)
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocab {self.data.vocab_size}, "
                  f"{len(self.data.train)} train / {len(self.data.val)} val blocks of {cfg.block_size} "
@@ -370,16 +370,18 @@ class Trainer:
             bar.set_postfix(**self._postfix(result), tok_s=f"{tok_s:.0f}",
                             **{k: f"{v:.2f}" for k, v in family.items()}, refresh=False)
             bar.update()
-            if self._stop_agreed(stop):
-                bar.close()
-                self._stop(stop.signum or signal.SIGTERM)
             if self._due(cfg.eval_every):
                 bound = self.validate()
+            saved = None
             if self._due(cfg.save_every):
+                saved = self.out_dir / step_dir_name(self.step)
                 if main:
-                    path = self.save()
-                    self.log(f"step {self.step:>6} | saved {path}")
+                    saved = self.save()
+                    self.log(f"step {self.step:>6} | saved {saved}")
                 self.dist.barrier(f"the checkpoint of step {self.step} on rank 0")
+            if self.step < cfg.max_steps and (signum := self._stop_signal(stop)) is not None:
+                bar.close()
+                self._stop(signum, saved)
         bar.close()
         protocol = ("exact NLL" if self.model.exact_nll else ELBO_LABEL if self.guide.has_density
                     else PREFIX_LABEL)

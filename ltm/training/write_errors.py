@@ -14,10 +14,14 @@ torch's writer swallowed, and `failure_reason` reads the reason from any of them
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
-_OS_ERROR_CODE = re.compile(r"os error (\d+)|code: (\d+)")
+_OS_ERROR_CODE = re.compile(r"os error (\d+)")
+# What the file system can refuse a write for; any other error is a bug, not a failed write.
+WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                errno.EIO}
 
 
 class RecordingWriter:
@@ -39,9 +43,10 @@ class RecordingWriter:
 
 def failure_reason(err: BaseException) -> str | None:
     """The operating system's reason for a failed write ('no space left on device', 'file too
-    large', ...), or None when `err` carries none (then it is not a write failure)."""
+    large', 'disk quota exceeded', 'permission denied', ...), or None when `err` is not one of
+    `WRITE_ERRORS` (then it is not a failed write but a bug)."""
     code = err.errno if isinstance(err, OSError) else None
     if not code:
         match = _OS_ERROR_CODE.search(str(err))
-        code = int(match.group(1) or match.group(2)) if match else None
-    return os.strerror(code).lower() if code else None
+        code = int(match.group(1)) if match else None
+    return os.strerror(code).lower() if code in WRITE_ERRORS else None

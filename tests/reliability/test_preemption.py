@@ -4,6 +4,7 @@ run at once with no save; SIGINT did not save either)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from ltm.train import main as train_main
+from ltm.training import preemption
 from ltm.training.checkpoint import step_dirs
 from ltm.training.preemption import StopSignals
 from tests.cli_helpers import REPO, one_thread, shared_paths, tiny_flags, train_losses  # noqa: F401
@@ -54,16 +56,59 @@ def test_a_stop_signal_saves_the_current_step_and_resume_equals_straight(signum,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_second_signal_aborts_at_once():
+def test_a_second_signal_aborts_at_once(monkeypatch):
     with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signum == signal.SIGTERM  # the first: a request, nothing raised
-        with pytest.raises(SystemExit) as aborted:
-            os.kill(os.getpid(), signal.SIGTERM)
-        assert aborted.value.code == 143
+        os.kill(os.getpid(), signal.SIGTERM)  # at once again: one preemption delivered twice
+        assert stop.signum == signal.SIGTERM
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
+        monkeypatch.setattr(preemption, "SAME_PREEMPTION_S", 0.0)
+        with pytest.raises(SystemExit) as aborted:  # a later SIGTERM: abort
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert aborted.value.code == 143
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+
+
+def test_an_ignored_sigint_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a job started with `&`
+    try:
+        with StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.signum is None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_stop_on_a_step_due_for_validation_validates_and_saves_once(tmp_path, tmp_path_factory,
+                                                                    monkeypatch):
+    """The signal lands during the last step before validation and checkpoint are due: both are
+    written for that step, once, and the run stops there."""
+    from ltm.core.errors import Preempted
+    from ltm.training import trainer as trainer_module
+    from ltm.training.config import TrainConfig
+
+    class SignalAtStep3(StopSignals):
+        @property
+        def signum(self):
+            return signal.SIGTERM if run.step >= 3 else None
+
+        @signum.setter
+        def signum(self, value):
+            pass
+
+    monkeypatch.setattr(trainer_module, "StopSignals", SignalAtStep3)
+    corpus, cache = shared_paths(tmp_path_factory)
+    run = trainer_module.Trainer(TrainConfig(
+        dataset=str(corpus), cache_dir=str(cache), out_dir=str(tmp_path / "run"), vocab_size=300,
+        block_size=32, d_model=32, n_layer=2, n_head=2, batch_size=8, max_steps=10, eval_every=3,
+        save_every=3, eval_batches=1, progress=False, sections={"ltm": {"n_latent": 2, "d_latent": 8}}))
+    with pytest.raises(Preempted, match="stopped at step 3"):
+        run.train()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in records][-2:] == [(3, "train"), (3, "val")]
+    assert [s for s, _ in step_dirs(tmp_path / "run")] == [3]
 
 
 def test_under_two_processes_every_rank_stops_at_the_same_step(tmp_path, tmp_path_factory):

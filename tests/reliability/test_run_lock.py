@@ -45,7 +45,8 @@ def test_a_second_training_is_refused_and_the_first_loses_nothing(second, tmp_pa
         refused(capsys.readouterr().err, first.pid)
         assert snapshot(run) == before  # byte for byte
         first.send_signal(signal.SIGCONT)
-        wait_for(lambda: len(train_steps(run)) >= len(before) + 3, first, "the first run to go on")
+        stopped_at = len(train_steps(run))
+        wait_for(lambda: len(train_steps(run)) >= stopped_at + 3, first, "the first run to go on")
     finally:
         first.kill()
         first.communicate()
@@ -82,4 +83,12 @@ def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, tmp_path_factory, 
     run = tmp_path / "new" / "run"
     assert train_main(tiny_flags(corpus, cache, run, max_steps=2) + ["--prior", "nope"]) == 2
     assert "unknown prior 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_comparison_refused_before_training_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "out"
+    config = write_config(tmp_path / "c.yaml", tmp_path / "cache", out, dataset=str(tmp_path / "none.txt"))
+    assert compare_main(["--config", str(config)]) == 2
+    assert "none.txt" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()

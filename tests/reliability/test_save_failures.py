@@ -34,14 +34,17 @@ def resume_to_4(run) -> list[str]:
             "--max-steps", "4", "--save-every", "4", "--no-progress"]
 
 
-def test_a_file_size_limit(tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("limit_bytes", [100_000, 250_000])
+def test_a_file_size_limit(limit_bytes, tmp_path, tmp_path_factory):
+    """At 100 kB the model file (about 170 kB, written by safetensors) fails; at 250 kB the trainer
+    state (about 360 kB, written by torch, which hides the operating system's error)."""
     corpus, cache = shared_paths(tmp_path_factory)
     run = tmp_path / "run"
     assert train_main(tiny_flags(corpus, cache, run, max_steps=2, save_every=2, eval_every=0)) == 0
     before = snapshot(run, skip=("metrics.jsonl", "run.lock"))
 
-    def limit() -> None:  # the model file (about 170 kB) no longer fits
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
     done = subprocess.run(resume_to_4(run), cwd=REPO, env=ENV, capture_output=True, text=True,
                           timeout=120, preexec_fn=limit)
     check_refusal(done, run, "file too large", before)

@@ -20,7 +20,7 @@ fresh subprocess that builds the model, a random batch and the optimiser, runs o
         the allocator keeps, which depends on the order of earlier allocations (the inner loop's).
   cuda  `torch.cuda.max_memory_allocated()` during the step minus `memory_allocated()` before it.
 
-  vanilla today   the vanilla decoder scored through full logits (`materialised_logits()`, the path
+  vanilla today   the vanilla decoder scored through full logits (`MaterialisedLogits()`, the path
                   before the fused head)
   vanilla fused   the vanilla decoder, fused head (the default)
   ltm today       the LTM, N_z latents of width d_latent, local Gaussian guide, full logits
@@ -65,7 +65,7 @@ from ltm.inference import (
     SlowConfig,
 )
 from ltm.models import DecoderConfig, LatentThoughtModel
-from ltm.models.likelihood import materialised_logits
+from ltm.models.likelihood import MaterialisedLogits
 from ltm.ponder.vanilla import VanillaDecoder
 
 MEMORY_RUNS = ["vanilla today", "vanilla fused", "ltm today", "ltm fused"]
@@ -93,7 +93,7 @@ def child(run: str, args) -> dict:
     family, mode = run.split()
     device = args.device
     opt, tokens = build(family, args, InnerLoopConfig(steps=args.inner_steps), device)
-    path = materialised_logits() if mode == "today" else contextlib.nullcontext()
+    path = MaterialisedLogits() if mode == "today" else contextlib.nullcontext()
     with path:
         if device == "cuda":
             opt.step(tokens)
@@ -144,7 +144,7 @@ def measure_time(args) -> dict[str, list[float]]:
         order = TIME_MODES[r % len(TIME_MODES):] + TIME_MODES[:r % len(TIME_MODES)]
         for mode in order:
             opt, tokens = runs[mode]
-            path = materialised_logits() if mode.endswith("today") else contextlib.nullcontext()
+            path = MaterialisedLogits() if mode.endswith("today") else contextlib.nullcontext()
             with path:
                 if args.device == "cuda":
                     torch.cuda.synchronize()

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import torch
 
 from ltm.inference import EmptyGuide, LatentELBO
+from ltm.inference.guides.base import pyro_guide
 from ltm.models import Decoder, DecoderConfig
 from ltm.ponder.adaptive_cot import AdaptiveCoTOptions, AdaptiveLatentCoT, CoTState
 from ltm.ponder.looped import LoopedDecoder
@@ -76,7 +77,7 @@ def train_time(family, tokens: torch.Tensor) -> float:
     """Seconds per training token of one loss + backward."""
     elbo, guide = LatentELBO(), EmptyGuide()
     start = CLOCK()
-    elbo.differentiable_loss(family.model, guide, tokens).backward()
+    elbo.differentiable_loss(family.model, pyro_guide(guide, family.prior), tokens).backward()
     elapsed = CLOCK() - start
     family.zero_grad(set_to_none=True)
     return elapsed / tokens[:, 1:].numel()

@@ -87,6 +87,7 @@ import torch
 from _memory_probe import maxrss_kib, peak_kib, reset_peak, rss_kib
 
 from ltm.inference import DualRateOptimizer, EmptyGuide, LatentELBO
+from ltm.inference.guides.base import pyro_guide
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.config import TrainConfig
 from ltm.training.precision import autocast, compile_decoder, has_fast_bf16
@@ -158,7 +159,8 @@ def build(args, name: str, device: torch.device) -> Trainee:
                               weight_decay=cfg.weight_decay)
 
     def step() -> None:
-        loss = elbo.differentiable_loss(family.model, guide, tokens) / n_tokens  # ()
+        q = pyro_guide(guide, family.prior)
+        loss = elbo.differentiable_loss(family.model, q, tokens) / n_tokens  # ()
         loss.backward()
         adamw.step()
         adamw.zero_grad(set_to_none=True)

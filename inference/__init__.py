@@ -20,11 +20,12 @@ from ltm.inference.guides import (
     build_guide,
     check_guide_fits_prior,
     initial_loc,
+    pyro_guide,
 )
 from ltm.inference.inner_loop import InnerLoopConfig, fit_local
 from ltm.inference.kl_control import KLControl
 
 __all__ = ["GUIDES", "build_guide", "LocalGuide", "LocalGaussianGuide", "DeltaGuide", "PriorGuide",
-           "EmptyGuide", "check_guide_fits_prior", "initial_loc", "LatentELBO", "ElboTerms",
+           "EmptyGuide", "check_guide_fits_prior", "initial_loc", "pyro_guide", "LatentELBO", "ElboTerms",
            "InnerLoopConfig", "fit_local", "DualRateOptimizer", "SlowConfig", "StepResult",
            "EarlyInference", "KLControl"]

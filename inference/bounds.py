@@ -41,6 +41,7 @@ from ltm.inference.bound_results import (
 )
 from ltm.inference.data_parallel import local_batches, reduce_sums
 from ltm.inference.elbo import LatentELBO
+from ltm.inference.guides.base import pyro_guide
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.posterior_fit import (
     check_prefix,
@@ -97,7 +98,7 @@ def _site_sum(trace, batch: int) -> torch.Tensor:
 
 def log_weights(model, guide, tokens: torch.Tensor) -> torch.Tensor:
     """log p(x, z) - log q(z) per sequence (B,) for one draw z ~ q, from Pyro traces."""
-    guide_trace = poutine.trace(guide).get_trace(tokens)
+    guide_trace = poutine.trace(pyro_guide(guide, model.prior)).get_trace(tokens)
     model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(tokens)
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
@@ -122,7 +123,7 @@ def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: in
         for batch in local_batches(tokens, device):
             fit_posterior(model, guide, batch, inner)
             with torch.no_grad():
-                terms = elbo.terms(model.model, guide, batch)  # (B,) each
+                terms = elbo.terms(model.model, pyro_guide(guide, model.prior), batch)  # (B,) each
             recon -= terms.reconstruction.sum().item()
             kl += terms.kl.sum().item()
             n_tok, n_seq = n_tok + int(_n_targets(batch).sum()), n_seq + batch.shape[0]
@@ -231,7 +232,7 @@ def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int =
         for batch in local_batches(tokens, device):
             fit_posterior(model, guide, batch, same_noise, fresh=False)
             with torch.no_grad():
-                terms = elbo.terms(model.model, guide, batch)  # (B,) each, the fit's own draw
+                terms = elbo.terms(model.model, pyro_guide(guide, model.prior), batch)  # the fit's own draw
             recon.append(-terms.reconstruction)
             kl.append(terms.kl)
             nll.append(-terms.elbo)

@@ -3,7 +3,7 @@
 Under `data_parallel(reducer)` (set by `ltm.evaluate` and the trainer's validation under torchrun)
 every bound of `ltm.inference.bounds`, the posterior diagnostics and the exact NLL visit only this
 process's rows of each batch (`local_batches`), draw their noise as rows of the whole batch's draw
-(`noise_shard`), and add their sums over the processes (`reduce_sums`, `gather`) before dividing:
+(`ShardNoise`), and add their sums over the processes (`reduce_sums`, `gather`) before dividing:
 the numbers equal one process's, up to float summation order. Outside it nothing changes.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ltm.inference.fixed_noise import noise_shard
+from ltm.inference.fixed_noise import ShardNoise
 from ltm.inference.posterior_fit import as_batches
 
 _REDUCER = None  # the active reducer: .rank, .world_size, .sum_(tensor, what), .gather(obj, what)
@@ -51,7 +51,7 @@ def local_batches(tokens, device: torch.device) -> Iterator[torch.Tensor]:
             continue
         rows = share(batch.shape[0], _REDUCER.rank, _REDUCER.world_size)
         if rows.stop > rows.start:
-            with noise_shard(rows.start, batch.shape[0]):
+            with ShardNoise(rows.start, batch.shape[0]):
                 yield batch[rows]  # (B_r, T+1)
 
 

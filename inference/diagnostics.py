@@ -109,7 +109,7 @@ def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: i
         The diagnostics, or None where they do not apply (`diagnostics_skipped` says why): a family
         without a stochastic sequence-level latent (exact NLL, or token-level thoughts whose prior
         depends on their context), a point-mass prior, or a guide without a density
-        (`has_density` False, e.g. MAP or Langevin; or `distribution()` not implemented, e.g. the
+        (`has_density` False, e.g. MAP or Langevin; or `distribution` not implemented, e.g. the
         empty guide): KL and mutual information need log q(z).
     """
     if diagnostics_skipped(family, guide) is not None:
@@ -119,7 +119,7 @@ def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: i
         for batch in local_batches(tokens, device):
             fit_posterior(family, guide, batch, inner)
             try:
-                q = guide.distribution()  # batch (B,), event (N, D)
+                q = guide.distribution(batch, family.prior)  # batch (B,), event (N, D)
             except NotImplementedError:
                 return None
             z = q.sample()  # (B, N, D)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field, replace
 
-import pyro
 import torch
 from torch import nn
 
 from ltm.core.errors import ConfigError, DivergedError
 from ltm.inference.elbo import ElboTerms, LatentELBO
-from ltm.inference.fixed_noise import noise_shard
+from ltm.inference.fixed_noise import ShardNoise
 from ltm.inference.guides import LocalGuide, check_guide_fits_prior
+from ltm.inference.guides.base import pyro_guide
 from ltm.inference.inner_loop import InnerLoopConfig, check_unrollable, fit_local
 from ltm.inference.kl_control import KLControl
 from ltm.inference.schedules import warmup_cosine
@@ -105,7 +106,6 @@ class DualRateOptimizer:
         inner: Fast inner-loop settings (K, fast lr, schedule, ...).
         slow: Slow optimiser settings.
         num_particles: Noise draws averaged in the slow step's ELBO.
-        validate: Run Pyro's validation checks (slower).
         kl_control: Free bits and KL warm-up in the training objective (default: none).
         early: A longer inner loop while the decoder is young (default: none).
         micro_batches: Split each batch into this many micro-batches, fitted and backpropagated
@@ -113,7 +113,7 @@ class DualRateOptimizer:
     """
 
     def __init__(self, family: nn.Module, guide: LocalGuide, inner: InnerLoopConfig | None = None,
-                 slow: SlowConfig | None = None, num_particles: int = 1, validate: bool = False,
+                 slow: SlowConfig | None = None, num_particles: int = 1,
                  kl_control: KLControl | None = None, early: EarlyInference | None = None,
                  micro_batches: int = 1):
         check_guide_fits_prior(guide, family.prior)
@@ -128,7 +128,6 @@ class DualRateOptimizer:
                               f"--free-bits and --kl-warmup-steps for it.")
         self.early = early or EarlyInference()
         self.micro_batches = micro_batches
-        self.validate = validate
         self.inner_elbo = LatentELBO()
         self.elbo = LatentELBO(num_particles=num_particles)
         self.optimizer = torch.optim.AdamW(
@@ -151,13 +150,12 @@ class DualRateOptimizer:
                   loss_tokens: int | None = None) -> list[float]:
         """Fit the guide's local tensors to `tokens` (B, T+1) with this step's budget (or `steps`)."""
         cfg = replace(self.inner, steps=self.inner_steps_now() if steps is None else steps)
-        return fit_local(self.family, self.guide, tokens, cfg, self.inner_elbo, self.validate,
+        return fit_local(self.family, self.guide, tokens, cfg, self.inner_elbo,
                          kl_control=self.kl_control, step=self.steps_done, loss_tokens=loss_tokens)
 
     def terms(self, tokens: torch.Tensor) -> ElboTerms:
         """Per-sequence reconstruction and KL of the current (detached) guide, fresh noise."""
-        with pyro.validation_enabled(self.validate):
-            return self.elbo.terms(self.family.model, self.guide, tokens)
+        return self.elbo.terms(self.family.model, pyro_guide(self.guide, self.family.prior), tokens)
 
     def step(self, tokens: torch.Tensor, shard: Shard | None = None) -> StepResult:
         """One dual-rate step on a batch of blocks `tokens` (B, T+1).
@@ -173,12 +171,12 @@ class DualRateOptimizer:
         n_tokens = tokens[:, 1:].numel() * shard.rows // tokens.shape[0]  # the global batch's
         micros = tokens.chunk(self.micro_batches)  # each (B / A, T+1)
         sums = torch.zeros(3 + k, dtype=torch.float64)  # -ELBO, -recon, KL, inner losses
-        replay = _rng_replay(tokens.device)
-        for i, micro in enumerate(micros):
-            replay(i)  # every micro-batch draws its rows of the same global noise
-            offset = shard.offset + i * micro.shape[0]
-            with noise_shard(offset, shard.rows):
-                sums += self._accumulate(micro, n_tokens, step, k)
+        with rewinding_rng(tokens.device) as rewind:
+            for i, micro in enumerate(micros):
+                if i:
+                    rewind()  # every micro-batch draws its rows of the same global-batch noise
+                with ShardNoise(shard.offset + i * micro.shape[0], shard.rows):
+                    sums += self._accumulate(micro, n_tokens, step, k)
         shard.sum_(sums)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         shard.sum_grads(params)
@@ -245,15 +243,15 @@ class Shard:
             self.reducer.sum_grads(params)
 
 
-def _rng_replay(device: torch.device):
-    """A function `replay(i)` that, for i > 0, rewinds the RNG to where it stood at i = 0: each
-    micro-batch then draws the same (global-batch) noise as every other process does."""
+@contextlib.contextmanager
+def rewinding_rng(device: torch.device):
+    """Yield `rewind()`, which sets the global RNG (and `device`'s) back to where it stood on
+    entry: micro-batches then draw from the same stream, each keeping its own rows."""
     cpu = torch.random.get_rng_state()
     cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
-    def replay(i: int) -> None:
-        if i > 0:
-            torch.random.set_rng_state(cpu)
-            if cuda is not None:
-                torch.cuda.set_rng_state(cuda, device)
-    return replay
+    def rewind() -> None:
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+    yield rewind

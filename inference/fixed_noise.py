@@ -1,41 +1,27 @@
-"""A Normal whose reparameterised draw reuses one stored noise tensor, and the one constructor the
-guides use: a Normal that reads a frozen draw when there is one.
+"""Gaussian noise for the guides: a Normal that reuses one stored draw, and the handler that makes
+a process's fresh draws the rows of the whole batch's draw.
 
-Under `noise_shard(offset, rows)` (data-parallel training) a fresh draw is made for all `rows`
-sequences of the global batch and this process keeps its own rows, so a sequence's noise does
-not depend on how the batch is split over processes.
+    with ShardNoise(offset, rows):     # data parallel: this process holds rows [offset, offset+B)
+        loss = elbo.differentiable_loss(model, guide, tokens)
+
+Under `ShardNoise` (a Pyro effect handler at the latent site "z" and at the frozen-noise site) a
+fresh Gaussian draw is made for all `rows` sequences of the global batch and this process keeps its
+own rows, so a sequence's noise does not depend on how the batch is split over processes or
+micro-batches. Applied in `DualRateOptimizer.step` and in `ltm.inference.data_parallel`.
 """
 
 from __future__ import annotations
 
-import contextlib
-
+import pyro
 import pyro.distributions as dist
 import torch
+from pyro.poutine.messenger import Messenger
 from torch.distributions.utils import _standard_normal
 
-_SHARD: tuple[int, int] | None = None  # (first row of this process, rows of the global batch)
+from ltm.core.sites import LATENT_SITE
 
-
-@contextlib.contextmanager
-def noise_shard(offset: int, rows: int):
-    """Draw every guide's fresh Gaussian noise for `rows` sequences and keep rows
-    [offset, offset + local batch): the draws equal those of one process holding the whole batch."""
-    global _SHARD
-    previous, _SHARD = _SHARD, (offset, rows)
-    try:
-        yield
-    finally:
-        _SHARD = previous
-
-
-def fresh_noise(shape: tuple[int, ...], device) -> torch.Tensor:
-    """A standard-normal draw of `shape` (batch rows first); under `noise_shard`, this process's
-    rows of the global batch's draw."""
-    if _SHARD is None:
-        return torch.randn(shape, device=device)
-    offset, rows = _SHARD
-    return torch.randn((rows,) + tuple(shape[1:]), device=device)[offset:offset + shape[0]]
+NOISE_SITE = "z_noise"  # the standard-normal draw a guide freezes for reuse (B, N, D)
+_SHARDED_SITES = (LATENT_SITE, NOISE_SITE)
 
 
 class ShardedNormal(dist.Normal):
@@ -66,8 +52,9 @@ class ShardedNormal(dist.Normal):
 class FixedNoiseNormal(dist.Normal):
     """N(loc, scale) whose `rsample` returns loc + scale * eps for a fixed eps.
 
-    Still a `Normal` to Pyro's KL registry, so the analytic KL applies unchanged. Used only by the
-    option that reproduces the published code's single noise draw per batch.
+    Still a `Normal` to Pyro's KL registry, so the analytic KL applies unchanged. Used by the option
+    that reproduces the published code's single noise draw per batch, the published protocol and
+    the sampler's per-row draws.
     """
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor,
@@ -88,10 +75,41 @@ class FixedNoiseNormal(dist.Normal):
 
 def normal(loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor | None) -> dist.Normal:
     """N(loc, scale), whose draw is loc + scale * noise when a frozen `noise` is given (the
-    published protocol's, the sampler's per-row draws), else a fresh one (this process's rows of a
-    global-batch draw under `noise_shard`). Shapes as `loc`, batch rows first."""
-    if noise is not None:
-        return FixedNoiseNormal(loc, scale, noise)
-    if _SHARD is not None and loc.dim() >= 1:
-        return ShardedNormal(loc, scale, *_SHARD)
-    return dist.Normal(loc, scale)
+    published protocol's, the sampler's per-row draws), else a fresh one. Shapes as `loc`, batch
+    rows first."""
+    return dist.Normal(loc, scale) if noise is None else FixedNoiseNormal(loc, scale, noise)
+
+
+def standard_noise(shape: tuple[int, ...], device) -> torch.Tensor:
+    """A fresh standard-normal draw of `shape` (batch rows first), drawn at the frozen-noise site
+    (so that under `ShardNoise` it is this process's rows of the global batch's draw)."""
+    zero = torch.zeros(shape, device=device)
+    return pyro.sample(NOISE_SITE, dist.Normal(zero, 1.0).to_event(len(shape)))
+
+
+class ShardNoise(Messenger):
+    """Draw the fresh Gaussian noise of the latent and frozen-noise sites for the `rows` sequences
+    of the global batch, and keep rows [offset, offset + local batch) (see the module docstring).
+
+    Only sites that are sampled (not observed, not replayed) and only plain `Normal` draws with
+    batch rows first are affected; a frozen draw (`FixedNoiseNormal`) is left as it is.
+    """
+
+    def __init__(self, offset: int, rows: int):
+        super().__init__()
+        self.offset, self.rows = offset, rows
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] != "sample" or msg["name"] not in _SHARDED_SITES or msg["is_observed"] \
+                or msg["value"] is not None:
+            return
+        fn, parent = msg["fn"], None
+        while hasattr(fn, "base_dist"):  # Independent, TransformedDistribution (the flow guide)
+            fn, parent = fn.base_dist, fn
+        if type(fn) is not dist.Normal or fn.loc.dim() == 0:
+            return
+        sharded = ShardedNormal(fn.loc, fn.scale, self.offset, self.rows)
+        if parent is None:
+            msg["fn"] = sharded
+        else:  # the wrappers are built afresh for every sample statement: swap their base in place
+            parent.base_dist = sharded

@@ -6,13 +6,13 @@ import contextlib
 import math
 from dataclasses import dataclass
 
-import pyro
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ltm.core.errors import ConfigError, DivergedError
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.guides import LocalGuide
+from ltm.inference.guides.base import pyro_guide
 from ltm.inference.kl_control import KLControl
 from ltm.inference.schedules import INNER_SCHEDULES, inner_lr
 
@@ -60,7 +60,7 @@ class InnerLoopConfig:
 
 
 def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
-              elbo: LatentELBO | None = None, validate: bool = False,
+              elbo: LatentELBO | None = None,
               noise: torch.Tensor | None = None, kl_control: KLControl | None = None,
               step: int = 0, loss_tokens: int | None = None) -> list[float]:
     """Reset `guide` for this batch and fit its local tensors with `cfg.steps` fast steps.
@@ -76,7 +76,6 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
         tokens: Batch of token ids (B, T+1).
         cfg: Inner-loop settings.
         elbo: Loss object (default: a one-particle `LatentELBO`).
-        validate: Run Pyro's argument and support checks (slower).
         noise: With `cfg.reuse_noise`, the single draw (B, N, D) to reuse (default: fresh).
         kl_control: Training-time free bits / KL warm-up (`KLControl`); None (and always at
             evaluation) fits the true ELBO.
@@ -94,13 +93,15 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
     """
     elbo = elbo or LatentELBO()
     start = family.initial_latents(tokens) if guide.starts_from_model else None
-    guide.reset(family.prior, tokens.shape[0], start, tokens)
+    guide.reset(family.prior, tokens, start)
     params = guide.local_parameters()
     if cfg.reuse_noise:
-        guide.freeze_noise(noise)
+        guide.freeze_noise(family.prior, tokens, noise)
     if cfg.steps == 0 or not params:
         return []
-    sampled = guide.sample_locals(lambda: -elbo.terms(family.model, guide, tokens).elbo, cfg.steps)
+    q = pyro_guide(guide, family.prior)
+    sampled = guide.sample_locals(lambda: -elbo.terms(family.model, q, tokens).elbo, cfg.steps,
+                                  family.prior)
     if sampled is not None:
         return sampled
     if guide.unroll and family.training and torch.is_grad_enabled():
@@ -109,14 +110,14 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
     n_tokens = loss_tokens or tokens[:, 1:].numel()
     controlled, natural = kl_control is not None and kl_control.active, cfg.optimizer == "natgrad"
     losses = []
-    with pyro.validation_enabled(validate), _frozen(family, guide, not cfg.accumulate_decoder_grads):
+    with _frozen(family, guide, not cfg.accumulate_decoder_grads):
         for k in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
             if controlled:
-                loss = kl_control.loss(elbo.terms(family.model, guide, tokens), step)
+                loss = kl_control.loss(elbo.terms(family.model, q, tokens), step)
             else:
-                loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
+                loss = elbo.differentiable_loss(family.model, q, tokens)  # summed over sequences
             value = loss.item()  # the one host sync of the step
             _check_finite(value, k, cfg, family)
             if cfg.accumulate_decoder_grads:
@@ -161,15 +162,17 @@ def check_unrollable(guide: LocalGuide, cfg: InnerLoopConfig) -> None:
 
 def _unrolled_fit(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
                   elbo: LatentELBO) -> list[float]:
-    """K plain gradient steps from `guide.attach_locals()`, kept differentiable (`create_graph`),
-    so that the slow step's gradient reaches the guide's global parameters through the fit."""
+    """K plain gradient steps from `guide.attach_locals(tokens)`, kept differentiable
+    (`create_graph`), so that the slow step's gradient reaches the guide's global parameters
+    through the fit."""
     check_unrollable(guide, cfg)
-    guide.attach_locals()
+    guide.attach_locals(tokens)
+    q = pyro_guide(guide, family.prior)
     losses = []
     with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
         for k in range(cfg.steps):
             lr = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
-            loss = elbo.differentiable_loss(family.model, guide, tokens)  # summed over sequences
+            loss = elbo.differentiable_loss(family.model, q, tokens)  # summed over sequences
             value = loss.item()
             _check_finite(value, k, cfg, family)
             names = list(guide.locals)

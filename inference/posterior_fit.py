@@ -10,13 +10,13 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 
-import pyro
 import torch
 from pyro import poutine
 
 from ltm.core.errors import ConfigError, DataError
 from ltm.core.sites import LATENT_SITE
 from ltm.inference.elbo import LatentELBO
+from ltm.inference.guides.base import pyro_guide
 from ltm.inference.inner_loop import InnerLoopConfig, fit_local
 
 
@@ -41,7 +41,7 @@ def check_prefix(prefix_len: int, block_tokens: int) -> None:
 
 @contextlib.contextmanager
 def evaluation_mode(model, seed: int):
-    """Eval mode, Pyro validation off, and a forked RNG seeded with `seed`; restores all on exit.
+    """Eval mode and a forked RNG seeded with `seed`; restores both on exit.
 
     Yields:
         The device of the model's parameters.
@@ -50,8 +50,7 @@ def evaluation_mode(model, seed: int):
     device = next(model.parameters()).device
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                pyro.validation_enabled(False):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             yield device
     finally:
@@ -76,9 +75,9 @@ def fit_posterior(family, guide, tokens: torch.Tensor, inner: InnerLoopConfig, f
         guide.fixed_noise = None
 
 
-def draw_latents(guide, tokens: torch.Tensor) -> torch.Tensor | None:
+def draw_latents(family, guide, tokens: torch.Tensor) -> torch.Tensor | None:
     """One draw z ~ q (B, N, D) at the sequence-level site "z", or None for a guide without it."""
-    node = poutine.trace(guide).get_trace(tokens).nodes.get(LATENT_SITE)
+    node = poutine.trace(pyro_guide(guide, family.prior)).get_trace(tokens).nodes.get(LATENT_SITE)
     return None if node is None else node["value"]
 
 
@@ -87,7 +86,7 @@ def predictive_logits(family, guide, prefix: torch.Tensor, inputs: torch.Tensor,
     """Next-token logits (B, C, V) of `inputs` at positions >= `start`, one per fresh z ~ q fitted
     on `prefix`: S of them, or one for a family without z (every draw would be the same)."""
     for _ in range(num_samples):
-        z = draw_latents(guide, prefix)  # (B, N, D) or None
+        z = draw_latents(family, guide, prefix)  # (B, N, D) or None
         yield family.full_logits(inputs, z)[:, start:]  # (B, C, V)
         if z is None:
             return

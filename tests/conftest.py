@@ -14,10 +14,13 @@ from ltm import DecoderConfig, LatentThoughtModel  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_clear():
+def _seed_clear_and_validate():
+    """Every test starts seeded, with an empty param store and Pyro's shape and support checks on
+    (the library follows Pyro's global switch, so they reach the inner loop too)."""
     torch.manual_seed(0)
     pyro.clear_param_store()
-    yield
+    with pyro.validation_enabled(True):
+        yield
 
 
 def tiny_config(**overrides) -> DecoderConfig:

@@ -10,7 +10,7 @@ import inspect
 from ltm.core.errors import ConfigError
 from ltm.core.registry import resolve
 from ltm.inference.guides.amortized import AmortizedGuide
-from ltm.inference.guides.base import LocalGuide, check_guide_fits_prior, initial_loc
+from ltm.inference.guides.base import LocalGuide, check_guide_fits_prior, initial_loc, pyro_guide
 from ltm.inference.guides.delta import DeltaGuide
 from ltm.inference.guides.flow import FlowGuide
 from ltm.inference.guides.gaussian import LocalGaussianGuide
@@ -52,4 +52,4 @@ def build_guide(spec: str | type, context: dict | None = None, **kwargs) -> Loca
 
 __all__ = ["GUIDES", "build_guide", "LocalGuide", "LocalGaussianGuide", "DeltaGuide", "PriorGuide",
            "EmptyGuide", "AmortizedGuide", "SemiAmortizedGuide", "check_guide_fits_prior", "initial_loc",
-           "LangevinGuide", "FlowGuide"]
+           "pyro_guide", "LangevinGuide", "FlowGuide"]

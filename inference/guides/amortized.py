@@ -14,7 +14,7 @@ class AmortizedGuide(LocalGuide):
 
     The encoder (`SequenceEncoder`) is a global module trained by the slow step: its parameters
     get the ELBO's gradient through q, as in a plain VAE. `fit_local` hands it the tokens of each
-    batch (`reset(..., tokens=...)`); in prefix-predictive scoring it reads the prefix only.
+    batch at call time; in prefix-predictive scoring it reads the prefix only.
 
     Args:
         vocab_size: Token vocabulary V (the run passes it).
@@ -30,15 +30,12 @@ class AmortizedGuide(LocalGuide):
 
     @property
     def reads_noise(self) -> bool:
-        return bool(self.prior)  # the encoder's q reads a frozen draw, though it has no local tensors
+        return True  # the encoder's q reads a frozen draw, though it has no local tensors
 
-    def encode(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's (loc, log_scale), each (B, N, D), for the batch given to `reset`."""
-        if self.batch_tokens is None:
-            raise RuntimeError(f"{type(self).__name__} reads the batch's tokens: call "
-                               f"reset(prior, batch_size, tokens=tokens) (fit_local does) first.")
-        return self.encoder(self.batch_tokens)
+    def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's (loc, log_scale), each (B, N, D), for the batch `tokens` (B, T+1)."""
+        return self.encoder(tokens)
 
-    def distribution(self):
-        loc, log_scale = self.encode()  # (B, N, D) each
+    def distribution(self, tokens, prior):
+        loc, log_scale = self.encode(tokens)  # (B, N, D) each
         return normal(loc, log_scale.exp(), self.fixed_noise).to_event(2)

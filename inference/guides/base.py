@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+
 import pyro
 import torch
 from torch import nn
 
 from ltm.core.errors import ConfigError
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE
-from ltm.inference.fixed_noise import fresh_noise
+from ltm.inference.fixed_noise import standard_noise
 from ltm.priors.base import Prior
 
 
 class LocalGuide(nn.Module):
     """Base class of guides over the sequence-level site "z".
 
-    A guide samples the model's latent site under the same plate. Its per-sequence (local)
-    parameters are plain tensors made afresh by `reset` for each batch, never Pyro global params
-    and never module parameters: the fast inner loop optimises exactly `local_parameters()`.
-    Global parameters (amortised guides) are ordinary `nn.Parameter`s trained by the slow step.
+    A guide is called as Pyro calls a guide, with the model's argument, the batch's tokens
+    (B, T+1), and with the model's prior: `guide(tokens, prior)` samples "z" under the sequence
+    plate. Pyro's ELBOs pass the model's arguments only, so they get `pyro_guide(guide, prior)`.
+
+    Per-batch state is the local tensors and nothing else of the batch: `reset(prior, tokens)`
+    makes `locals` afresh (plain tensors, never Pyro params or module parameters: the fast inner
+    loop optimises exactly `local_parameters()`), and `freeze_noise` may store one noise draw for
+    the batch (`fixed_noise`). Global parameters (amortised guides) are ordinary `nn.Parameter`s
+    trained by the slow step.
 
     Subclasses implement `init_locals` and `distribution`.
 
@@ -32,7 +39,7 @@ class LocalGuide(nn.Module):
         event_shape: The thought shape (N, D) a guide with global parameters was built for
             (checked against the prior's); None for guides sized by the prior at `reset`.
         unroll: True for guides whose training fit is differentiated through: the inner loop
-            starts from `attach_locals()` and steps by plain gradient descent with
+            starts from `attach_locals(tokens)` and steps by plain gradient descent with
             `create_graph`, and the slow step does not detach the result.
     """
 
@@ -44,39 +51,37 @@ class LocalGuide(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.locals: dict[str, torch.Tensor] = {}
-        self.prior: list[Prior] = []  # held in a list so the prior is not a submodule of the guide
-        self.fixed_noise: torch.Tensor | None = None
-        self.batch_size = 0
-        self.batch_tokens: torch.Tensor | None = None
+        self.locals: dict[str, torch.Tensor] = {}  # the batch's local tensors (`reset`)
+        self.fixed_noise: torch.Tensor | None = None  # the batch's frozen draw (`freeze_noise`)
 
-    def reset(self, prior: Prior, batch_size: int, start: torch.Tensor | None = None,
-              tokens: torch.Tensor | None = None) -> None:
-        """Start a new batch: fresh local tensors for `batch_size` sequences, fresh noise.
+    def reset(self, prior: Prior, tokens: torch.Tensor, start: torch.Tensor | None = None) -> None:
+        """Start a new batch: fresh local tensors for the sequences of `tokens`, no frozen noise.
 
         Args:
             prior: The model's prior (sizes the tensors and places them on its device).
-            batch_size: Sequences B in the batch.
+            tokens: The batch's token ids (B, T+1) the posterior is fitted to.
             start: The model's point guess of the thoughts (B, *event_shape), for guides with
                 `starts_from_model`; others ignore it.
-            tokens: The batch's token ids (B, T+1) the posterior is fitted to, kept as
-                `batch_tokens` for amortised guides (an encoder reads them); others ignore it.
         """
         check_guide_fits_prior(self, prior)
-        self.prior = [prior]
-        self.batch_size = batch_size
-        self.batch_tokens = tokens
         self.fixed_noise = None
         device = prior_device(prior)
         self.locals = {name: t.detach().to(device).clone().requires_grad_(True)
-                       for name, t in self.init_locals(prior, batch_size, start).items()}
+                       for name, t in self.init_locals(prior, tokens, start).items()}
 
-    def init_locals(self, prior: Prior, batch_size: int,
+    def init_locals(self, prior: Prior, tokens: torch.Tensor,
                     start: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Initial local tensors for a batch (the base guide has none)."""
+        """Initial local tensors for a batch `tokens` (B, T+1) (the base guide has none)."""
         return {}
 
-    def attach_locals(self) -> None:
+    def local(self, name: str) -> torch.Tensor:
+        """The local tensor `name` of the current batch."""
+        if name not in self.locals:
+            raise RuntimeError(f"{type(self).__name__} has no local tensors for this batch: call "
+                               f"reset(prior, tokens) first (fit_local does).")
+        return self.locals[name]
+
+    def attach_locals(self, tokens: torch.Tensor) -> None:
         """Replace the local tensors by differentiable functions of the guide's global parameters
         (for `unroll`); guides without such globals do not unroll."""
         raise NotImplementedError(f"{type(self).__name__} has no global parameters to unroll into.")
@@ -91,7 +96,7 @@ class LocalGuide(nn.Module):
         Fisher: it returns the plain gradients."""
         return grads
 
-    def sample_locals(self, energy, steps: int) -> list[float] | None:
+    def sample_locals(self, energy, steps: int, prior: Prior) -> list[float] | None:
         """Move the local tensors by a sampler of this guide's own (e.g. Langevin dynamics) instead
         of the fast optimiser; None (the default) lets the inner loop optimise them.
 
@@ -99,13 +104,14 @@ class LocalGuide(nn.Module):
             energy: A callable returning -log p(x, z) per sequence (B,) at the current locals
                 (for a point-mass q at z: the negative ELBO, which is then -log p(x, z)).
             steps: Inner steps K.
+            prior: The model's prior.
 
         Returns:
             The summed energy before each step, or None when the guide has no sampler.
         """
         return None
 
-    def slow_step_loss(self, model, tokens: torch.Tensor, elbo) -> torch.Tensor | None:
+    def slow_step_loss(self, family, tokens: torch.Tensor, elbo) -> torch.Tensor | None:
         """A loss (nats summed over the batch) for the guide's global parameters alone, which the
         slow step adds to its own (e.g. a semi-amortised encoder trained on the ELBO at its own
         output); None: the guide's globals, if any, learn from the slow step's ELBO directly."""
@@ -115,38 +121,42 @@ class LocalGuide(nn.Module):
         """Freeze the fitted local tensors (the slow step treats them as constants)."""
         self.locals = {name: t.detach() for name, t in self.locals.items()}
 
-    def freeze_noise(self, noise: torch.Tensor | None = None) -> None:
-        """Reuse one noise draw (B, N, D) in every later call until the next `reset`.
+    def freeze_noise(self, prior: Prior, tokens: torch.Tensor, noise: torch.Tensor | None = None) -> None:
+        """Reuse one noise draw (B, N, D) for the batch `tokens` in every later call until the next
+        `reset`.
 
         Args:
             noise: The draw to reuse (e.g. made from per-sequence generators); default: a fresh
-                standard-normal draw from the global RNG.
+                standard-normal draw (`ltm.inference.fixed_noise.standard_noise`).
         """
         if not self.reads_noise:
             return
-        prior = self.prior[0]
-        shape = (self.batch_size,) + tuple(prior.event_shape)  # (B, N, D)
+        shape = (tokens.shape[0],) + tuple(prior.event_shape)  # (B, N, D)
         device = prior_device(prior)
         if noise is None:
-            noise = fresh_noise(shape, device)
+            noise = standard_noise(shape, device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise of shape {tuple(noise.shape)} given; this batch needs {shape}.")
         self.fixed_noise = noise.to(device)
 
     @property
     def reads_noise(self) -> bool:
-        """Whether `distribution()` reads `fixed_noise` (default: guides with local tensors)."""
+        """Whether `distribution` reads `fixed_noise` (default: guides with local tensors)."""
         return bool(self.locals)
 
-    def distribution(self) -> pyro.distributions.TorchDistribution:
-        """q(z) for the current batch, batch shape (B,) and event shape (N, D)."""
+    def distribution(self, tokens: torch.Tensor, prior: Prior) -> pyro.distributions.TorchDistribution:
+        """q(z) for the batch `tokens` (B, T+1): batch shape (B,) and event shape (N, D)."""
         raise NotImplementedError
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if not self.prior:
-            raise RuntimeError(f"{type(self).__name__}: call reset(prior, batch_size) before use.")
+    def forward(self, tokens: torch.Tensor, prior: Prior) -> torch.Tensor:
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
-            return pyro.sample(LATENT_SITE, self.distribution())
+            return pyro.sample(LATENT_SITE, self.distribution(tokens, prior))
+
+
+def pyro_guide(guide: LocalGuide, prior: Prior):
+    """The guide as Pyro's ELBOs and `poutine.trace` call it, with the model's arguments only
+    (`tokens`): `guide(tokens, prior)` with the model's prior bound."""
+    return functools.partial(guide, prior=prior)
 
 
 def check_guide_fits_prior(guide: LocalGuide, prior: Prior) -> None:

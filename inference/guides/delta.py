@@ -25,8 +25,8 @@ class DeltaGuide(LocalGuide):
         super().__init__()
         self.init_loc = init_loc
 
-    def init_locals(self, prior, batch_size, start):
-        return {"loc": initial_loc(prior, batch_size, self.init_loc)}  # (B, N, D)
+    def init_locals(self, prior, tokens, start):
+        return {"loc": initial_loc(prior, tokens.shape[0], self.init_loc)}  # (B, N, D)
 
-    def distribution(self):
-        return dist.Delta(self.locals["loc"], event_dim=2)
+    def distribution(self, tokens, prior):
+        return dist.Delta(self.local("loc"), event_dim=2)

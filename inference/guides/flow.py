@@ -82,28 +82,29 @@ class FlowGuide(LocalGuide):
             self._layers = check_flow(transforms, width, self.context_dim, "FlowGuide")
         self.flows = flow_modules(self._layers)
 
-    def init_locals(self, prior, batch_size, start):
-        loc = initial_loc(prior, batch_size, self.init_loc)  # (B, N, D)
+    def init_locals(self, prior, tokens, start):
+        B = tokens.shape[0]
+        loc = initial_loc(prior, B, self.init_loc)  # (B, N, D)
         found = {"loc": loc, "log_scale": torch.full_like(loc, math.log(self.init_scale))}
         if self.context_dim:
-            found["context"] = torch.zeros(batch_size, self.context_dim, device=prior_device(prior))  # (B, C)
+            found["context"] = torch.zeros(B, self.context_dim, device=prior_device(prior))  # (B, C)
         return found
 
     def transforms(self) -> list:
         """The flow of the current batch in the sampling direction, conditioned per sequence."""
         if not self.context_dim:
             return list(self._layers)
-        context = self.locals["context"]  # (B, C)
+        context = self.local("context")  # (B, C)
         if self.over == "vector":
             context = context[:, None, :]  # (B, 1, C): one flow per sequence, shared by its N vectors
         return [t.condition(context) if isinstance(t, ConditionalTransform) else t for t in self._layers]
 
-    def distribution(self):
-        loc, scale = self.locals["loc"], self.locals["log_scale"].exp()  # (B, N, D)
+    def distribution(self, tokens, prior):
+        loc, scale = self.local("loc"), self.local("log_scale").exp()  # (B, N, D)
         base = normal(loc, scale, self.fixed_noise)
         q = flow_distribution(base, self.transforms(), self.over, cls=ControlledFlow)
         if self.control_variate:
-            p = self.prior[0]().expand(q.batch_shape)  # batch (B,), event (N, D)
+            p = prior().expand(q.batch_shape)  # batch (B,), event (N, D)
             try:
                 q.control = (p, kl_divergence(q.base_dist, p))  # (B,) analytic KL(base || p)
             except NotImplementedError:

@@ -27,15 +27,15 @@ class LocalGaussianGuide(LocalGuide):
             raise ConfigError(f"LocalGaussianGuide: init_scale must be > 0, got {init_scale}.")
         self.init_scale, self.init_loc = init_scale, init_loc
 
-    def init_locals(self, prior, batch_size, start):
-        loc = initial_loc(prior, batch_size, self.init_loc)  # (B, N, D)
+    def init_locals(self, prior, tokens, start):
+        loc = initial_loc(prior, tokens.shape[0], self.init_loc)  # (B, N, D)
         return {"loc": loc, "log_scale": torch.full_like(loc, math.log(self.init_scale))}
 
     def natural_gradient(self, grads):
         return gaussian_natural_gradient(self.locals, grads)
 
-    def distribution(self):
-        return normal(self.locals["loc"], self.locals["log_scale"].exp(), self.fixed_noise).to_event(2)
+    def distribution(self, tokens, prior):
+        return normal(self.local("loc"), self.local("log_scale").exp(), self.fixed_noise).to_event(2)
 
 
 def gaussian_natural_gradient(locals_: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]

@@ -60,26 +60,26 @@ class LangevinGuide(LocalGuide):
         self.acceptance_rate: float | None = None
         self.generators: list[torch.Generator] = []  # per-row, set by `freeze_noise(noise)`
 
-    def init_locals(self, prior, batch_size, start):
+    def init_locals(self, prior, tokens, start):
         self.generators = []
         if self.init == "prior_mean":
-            return {"z": initial_loc(prior, batch_size, "prior_mean")}  # (B, N, D)
-        return {"z": prior().sample((batch_size,))}  # (B, N, D)
+            return {"z": initial_loc(prior, tokens.shape[0], "prior_mean")}  # (B, N, D)
+        return {"z": prior().sample((tokens.shape[0],))}  # (B, N, D)
 
-    def freeze_noise(self, noise: torch.Tensor | None = None) -> None:
+    def freeze_noise(self, prior, tokens, noise: torch.Tensor | None = None) -> None:
         """A chain needs fresh noise at every step, so no draw is reused. A given draw (B, N, D)
         instead seeds one generator per row (restarting that row's chain from its own prior draw);
         without one, the chain keeps to the global RNG."""
         if noise is None:
             return
         seeds = [_seed_of(row) for row in noise]
-        z = self.locals["z"]  # (B, N, D)
+        z = self.local("z")  # (B, N, D)
         if self.init == "prior":
             rows = []
             for seed in seeds:
                 with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
                     torch.manual_seed(seed)
-                    rows.append(self.prior[0]().sample())  # (N, D)
+                    rows.append(prior().sample())  # (N, D)
             self.locals["z"] = torch.stack(rows).to(z).requires_grad_(True)  # (B, N, D)
         self.generators = [torch.Generator().manual_seed(s + 1) for s in seeds]
 
@@ -95,8 +95,8 @@ class LangevinGuide(LocalGuide):
             return torch.rand_like(u)
         return torch.stack([torch.rand((), generator=g) for g in self.generators]).to(u)
 
-    def distribution(self):
-        return dist.Delta(self.locals["z"], event_dim=2)
+    def distribution(self, tokens, prior):
+        return dist.Delta(self.local("z"), event_dim=2)
 
     def _energy(self, energy, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """U (B,) and grad U (B, N, D) at z; sequences are independent, so grad of the sum suffices."""
@@ -110,7 +110,7 @@ class LangevinGuide(LocalGuide):
         """log r(to | frm) up to a constant, per sequence (B,): N(frm - eta grad U(frm), 2 eta I)."""
         return -(to - frm + self.step_size * grad).square().sum((-2, -1)) / (4 * self.step_size)
 
-    def sample_locals(self, energy, steps: int) -> list[float]:
+    def sample_locals(self, energy, steps: int, prior) -> list[float]:
         """Run K Langevin steps from the current z; return the summed energy before each step.
 
         Raises:

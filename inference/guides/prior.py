@@ -13,8 +13,8 @@ class PriorGuide(LocalGuide):
 
     fits_degenerate_prior = True
 
-    def distribution(self):
-        return self.prior[0]()
+    def distribution(self, tokens, prior):
+        return prior()
 
 
 class EmptyGuide(LocalGuide):
@@ -23,5 +23,5 @@ class EmptyGuide(LocalGuide):
 
     fits_degenerate_prior = True
 
-    def forward(self, tokens: torch.Tensor) -> None:
+    def forward(self, tokens: torch.Tensor, prior=None) -> None:
         return None

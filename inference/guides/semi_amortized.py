@@ -6,6 +6,7 @@ import torch
 
 from ltm.inference.fixed_noise import normal
 from ltm.inference.guides.amortized import AmortizedGuide
+from ltm.inference.guides.base import pyro_guide
 from ltm.inference.guides.gaussian import gaussian_natural_gradient
 
 
@@ -31,31 +32,35 @@ class SemiAmortizedGuide(AmortizedGuide):
         super().__init__(vocab_size, num_latents, latent_dim, encoder_dim)
         self.unroll = bool(unroll)
 
-    def init_locals(self, prior, batch_size, start):
+    def init_locals(self, prior, tokens, start):
         with torch.no_grad():
-            loc, log_scale = self.encode()  # (B, N, D) each
+            loc, log_scale = self.encode(tokens)  # (B, N, D) each
         return {"loc": loc, "log_scale": log_scale}
 
-    def attach_locals(self) -> None:
+    def attach_locals(self, tokens) -> None:
         """Make the locals the encoder's live output (for a fit the slow step backpropagates through)."""
-        loc, log_scale = self.encode()  # (B, N, D) each
+        loc, log_scale = self.encode(tokens)  # (B, N, D) each
         self.locals = {"loc": loc, "log_scale": log_scale}
 
     def natural_gradient(self, grads):
         return gaussian_natural_gradient(self.locals, grads)
 
-    def distribution(self):
-        return normal(self.locals["loc"], self.locals["log_scale"].exp(), self.fixed_noise).to_event(2)
+    @property
+    def reads_noise(self) -> bool:
+        return bool(self.locals)
 
-    def slow_step_loss(self, model, tokens, elbo):
+    def distribution(self, tokens, prior):
+        return normal(self.local("loc"), self.local("log_scale").exp(), self.fixed_noise).to_event(2)
+
+    def slow_step_loss(self, family, tokens, elbo):
         """Without unrolling: the negative ELBO at the encoder's own output, whose gradient is
         routed to the encoder alone (a zero-valued surrogate carrying that gradient)."""
         if self.unroll:
             return None
         fitted = self.locals
-        self.attach_locals()
+        self.attach_locals(tokens)
         try:
-            loss = elbo.differentiable_loss(model.model, self, tokens)  # summed over sequences
+            loss = elbo.differentiable_loss(family.model, pyro_guide(self, family.prior), tokens)
         finally:
             self.locals = fitted
         params = [p for p in self.encoder.parameters() if p.requires_grad]

@@ -1,30 +1,30 @@
-"""The token likelihood as one fused cross-entropy, wrapped as a Pyro distribution."""
+"""The token likelihood as one fused cross-entropy, wrapped as a Pyro distribution.
+
+    with MaterialisedLogits():   # score the "tokens" site through full (B, T, V) logits instead
+        loss = elbo.differentiable_loss(model, guide, tokens)
+"""
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
+from pyro.poutine.messenger import Messenger
 from torch.distributions import constraints
 
-from ltm.core.sites import IGNORE_INDEX
+from ltm.core.sites import IGNORE_INDEX, TOKEN_SITE
 from ltm.models.fused_cross_entropy import fused_linear_cross_entropy
 
-_FUSED = [True]  # score `from_hidden` sequences without materialising their logits
 
+class MaterialisedLogits(Messenger):
+    """A Pyro effect handler that scores the token site through full (..., T, V) logits instead of
+    the fused head: the reference the fused cross-entropy is checked and benchmarked against."""
 
-@contextlib.contextmanager
-def materialised_logits():
-    """Score `TokenSequence.from_hidden` through full (..., T, V) logits, as before the fused head
-    (issue 11): the reference for comparisons, tests and memory benchmarks."""
-    before = _FUSED[0]
-    _FUSED[0] = False
-    try:
-        yield
-    finally:
-        _FUSED[0] = before
+    def _process_message(self, msg) -> None:
+        fn = msg["fn"]
+        if msg["type"] == "sample" and msg["name"] == TOKEN_SITE and isinstance(fn, TokenSequence) \
+                and fn.hidden is not None:
+            msg["fn"] = TokenSequence(fn.logits)  # (..., T, V), computed here
 
 
 class TokenSequence(TorchDistribution):
@@ -76,7 +76,7 @@ class TokenSequence(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         value = value.expand(torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape))
-        if self.hidden is not None and _FUSED[0]:
+        if self.hidden is not None:
             D = self.hidden.shape[-1]
             hidden = self.hidden.expand(value.shape + (D,))  # (..., T, D)
             nll = fused_linear_cross_entropy(hidden.reshape(-1, D), self.weight,

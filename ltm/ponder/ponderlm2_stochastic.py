@@ -137,7 +137,7 @@ class ThoughtGuide(LocalGaussianGuide):
     def __init__(self):
         super().__init__(init_scale=1.0)
 
-    def init_locals(self, prior, batch_size, start):
+    def init_locals(self, prior, tokens, start):
         if not isinstance(prior, ThoughtNoisePrior) or start is None:
             raise ConfigError("ThoughtGuide fits the thoughts of a ponderlm2_stochastic model: reset it "
                               "with that model's prior and its initial_latents(tokens) as start.")

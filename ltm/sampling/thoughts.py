@@ -118,5 +118,5 @@ def conditional_latents(family, prompts: list[list[int]], inner: InnerLoopConfig
             fit_local(family, guide, tokens, fit_cfg, noise=noise)
         with torch.no_grad():
             eps = row_normals(row_gens, shape, ref.device, ref.dtype)  # (G, N, D)
-            z[index] = _draw(guide.distribution(), eps, seeds, posterior_mean)
+            z[index] = _draw(guide.distribution(tokens, family.prior), eps, seeds, posterior_mean)
     return z

@@ -8,7 +8,7 @@ The global batch (`--batch-size`) is what one process would train on; rank r of 
 sequence's posterior on its own rank (no communication); the slow step's gradients are summed
 over the ranks once per optimiser step (each rank's loss is already divided by the global token
 count), after any micro-batches of `--grad-accum`, as DDP's `no_sync` would. All ranks share one
-seed, and each Gaussian draw is made for the whole global batch and sliced (`noise_shard`), so a
+seed, and each Gaussian draw is made for the whole global batch and sliced (`ShardNoise`), so a
 sequence gets the same noise whatever the world size: two processes train the same weights as one.
 
 DDP's own reducer is not used because it hooks every gradient accumulation, and the published

@@ -37,7 +37,7 @@ def test_the_amortised_guide_at_k0_recovers_the_topics(topic_vae, topic_corpus):
     _, test, topics = topic_corpus
     topic_vae.fit_local(test, steps=0)
     with torch.no_grad():
-        means, _ = topic_vae.guide.encode()  # (256, N, D): one encoder pass, no inner step
+        means, _ = topic_vae.guide.encode(test)  # (256, N, D): one encoder pass, no inner step
     accuracy = topic_accuracy(means.flatten(1), topics)
     assert accuracy >= 0.9, f"nearest-centroid topic accuracy {accuracy:.2f} < 0.90"
 
@@ -65,7 +65,7 @@ def test_semi_amortised_starts_at_the_encoder_and_refines(topic_semi, topic_corp
     guide = topic_semi.guide
     topic_semi.fit_local(test[:32], steps=0)
     with torch.no_grad():
-        loc, log_scale = guide.encode()  # (32, N, D) each
+        loc, log_scale = guide.encode(test[:32])  # (32, N, D) each
     torch.testing.assert_close(guide.locals["loc"], loc)
     torch.testing.assert_close(guide.locals["log_scale"], log_scale)
     held = list(test[:128].split(32))
@@ -116,16 +116,18 @@ def test_a_guide_built_for_another_shape_is_refused(tiny_ltm, tokens):
 
 def test_the_encoder_refuses_tokens_outside_its_vocabulary(tiny_ltm):
     guide = build_guide("amortized", {"vocab_size": 10, "num_latents": 4, "latent_dim": 8})
-    guide.reset(tiny_ltm.prior, 2, tokens=torch.full((2, 5), 12))
+    tokens = torch.full((2, 5), 12)
+    guide.reset(tiny_ltm.prior, tokens)
     with pytest.raises(ValueError, match="token id 12 is outside the encoder's vocabulary of 10"):
-        guide.distribution()
+        guide.distribution(tokens, tiny_ltm.prior)
 
 
 def test_a_frozen_draw_is_honoured_without_local_tensors(tiny_ltm, tokens):
     guide = build_guide("amortized", {"vocab_size": 37, "num_latents": 4, "latent_dim": 8})
-    guide.reset(tiny_ltm.prior, tokens.shape[0], tokens=tokens)
+    guide.reset(tiny_ltm.prior, tokens)
     noise = torch.randn(tokens.shape[0], 4, 8)  # (B, N, D)
-    guide.freeze_noise(noise)
+    guide.freeze_noise(tiny_ltm.prior, tokens, noise)
     with torch.no_grad():
-        loc, log_scale = guide.encode()  # (B, N, D) each
-        torch.testing.assert_close(guide.distribution().rsample(), loc + log_scale.exp() * noise)
+        loc, log_scale = guide.encode(tokens)  # (B, N, D) each
+        q = guide.distribution(tokens, tiny_ltm.prior)
+        torch.testing.assert_close(q.rsample(), loc + log_scale.exp() * noise)

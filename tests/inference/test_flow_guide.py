@@ -25,6 +25,7 @@ from ltm.inference import (
 )
 from ltm.inference.bounds import fresh_noise_elbo
 from ltm.inference.guides import FlowGuide
+from ltm.inference.guides.base import pyro_guide
 from tests.cli_helpers import one_thread  # noqa: F401 (fixture)
 from tests.conftest import tiny_config
 
@@ -43,7 +44,7 @@ def _ltm(prior: str = "standard_normal") -> LatentThoughtModel:
 def _fitted(guide, ltm, tokens, steps: int = 2):
     fit_local(ltm, guide, tokens, InnerLoopConfig(steps=steps, lr=0.1))
     guide.detach_locals()
-    return guide.distribution()
+    return guide.distribution(tokens, ltm.prior)
 
 
 def _identity(guide: FlowGuide) -> FlowGuide:
@@ -71,10 +72,10 @@ def test_shapes_and_the_density_of_its_own_draws(kwargs, tokens):
 def test_starts_at_the_prior_and_the_inner_loop_fits_only_locals(tokens):
     guide = build_guide("flow", CONTEXT, flow_params="per_sequence")
     ltm = _ltm()
-    guide.reset(ltm.prior, 3)
+    guide.reset(ltm.prior, tokens)
     z = torch.randn(3, N, D)
     standard = dist.Normal(0.0, 1.0).log_prob(z).sum((-1, -2))  # (B,)
-    torch.testing.assert_close(guide.distribution().log_prob(z), standard, atol=0.05, rtol=0)
+    torch.testing.assert_close(guide.distribution(tokens, ltm.prior).log_prob(z), standard, atol=0.05, rtol=0)
     fit_local(ltm, guide, tokens, InnerLoopConfig(steps=2, lr=0.1))
     assert set(guide.locals) == {"loc", "log_scale", "context"} and guide.locals["context"].shape == (3, 8)
     assert all(t.abs().sum() > 0 for t in (guide.locals["loc"], guide.locals["context"]))
@@ -99,20 +100,22 @@ def test_state_dict_round_trip(tokens):
             p.add_(0.1 * torch.randn_like(p))
     clone = build_guide("flow", CONTEXT, over="block", flow_params="per_sequence")
     clone.load_state_dict(guide.state_dict())
-    q = _fitted(guide, _ltm(), tokens)
-    clone.reset(guide.prior[0], 3)
+    ltm = _ltm()
+    q = _fitted(guide, ltm, tokens)
+    clone.reset(ltm.prior, tokens)
     clone.locals = dict(guide.locals)
     z = torch.randn(3, N, D)
-    torch.testing.assert_close(clone.distribution().log_prob(z), q.log_prob(z))
+    torch.testing.assert_close(clone.distribution(tokens, ltm.prior).log_prob(z), q.log_prob(z))
 
 
 @pytest.mark.parametrize("over", ["vector", "block"])
 def test_fixed_noise_is_the_base_draw(over, tokens):
     guide = build_guide("flow", CONTEXT, over=over)
-    q = _fitted(guide, _ltm(), tokens)
+    ltm = _ltm()
+    q = _fitted(guide, ltm, tokens)
     noise = torch.randn(3, N, D)
-    guide.freeze_noise(noise)
-    z1, z2 = guide.distribution().rsample(), guide.distribution().rsample()
+    guide.freeze_noise(ltm.prior, tokens, noise)
+    z1, z2 = (guide.distribution(tokens, ltm.prior).rsample() for _ in range(2))
     assert torch.equal(z1, z2)
     x = q.base_dist.base_dist.loc + q.base_dist.base_dist.scale * noise  # (B, N, D)
     for t in q.transforms:
@@ -126,13 +129,13 @@ def test_monte_carlo_kl_with_its_control_variate(tokens):
     q = _fitted(guide, ltm, tokens)
     base = q.base_dist.base_dist
     analytic = torch.distributions.kl_divergence(base, dist.Normal(0.0, 1.0)).sum((-1, -2))  # (B,)
-    terms = LatentELBO().terms(ltm.model, guide, tokens)
+    terms = LatentELBO().terms(ltm.model, pyro_guide(guide, ltm.prior), tokens)
     assert terms.kl_per_latent is None  # q couples nothing, but a flow's KL is not split
     torch.testing.assert_close(terms.kl, analytic)  # an identity flow: exactly the Gaussian's KL
     with torch.no_grad():  # a flow off the identity: the plain estimate's mean, a smaller spread
         for p in guide.parameters():
             p.add_(0.02 * torch.randn_like(p))
-        q = guide.distribution()
+        q = guide.distribution(tokens, ltm.prior)
         z = q.rsample((2000,))  # (S, B, N, D)
         log_p = ltm.prior().expand((3,)).log_prob(z)  # (S, B)
         with_cv, plain = q.score_parts(z).entropy_term - log_p, q.log_prob(z) - log_p  # (S, B) each
@@ -230,6 +233,7 @@ def test_flow_guide_bound_is_no_worse_than_the_gaussian_at_equal_k(topic_model):
         fit_local(ltm, flow, batch, INNER)
         flow.detach_locals()
         opt.zero_grad()
-        (elbo.differentiable_loss(ltm.model, flow, batch) / batch[:, 1:].numel()).backward()
+        loss = elbo.differentiable_loss(ltm.model, pyro_guide(flow, ltm.prior), batch)
+        (loss / batch[:, 1:].numel()).backward()
         opt.step()
     assert _bound(ltm, flow, test) <= gaussian + 5e-3

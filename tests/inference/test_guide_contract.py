@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from ltm.core.sites import LATENT_SITE
 from ltm.inference import GUIDES, DualRateOptimizer, InnerLoopConfig, SlowConfig, build_guide
+from ltm.inference.guides.base import pyro_guide
 from ltm.inference.inner_loop import fit_local
 
 N, D, V = 4, 8, 37  # tiny_config's thought shape and vocabulary
@@ -31,7 +32,7 @@ def _fitted(name, tiny_ltm, tokens, guide=None, seed=1):
 
 def test_samples_the_latent_site_with_shapes_and_log_prob(name, tiny_ltm, tokens):
     guide = _fitted(name, tiny_ltm, tokens)
-    trace = poutine.trace(guide).get_trace(tokens)
+    trace = poutine.trace(pyro_guide(guide, tiny_ltm.prior)).get_trace(tokens)
     trace.compute_log_prob()
     site = trace.nodes[LATENT_SITE]
     B = tokens.shape[0]
@@ -44,8 +45,8 @@ def test_samples_the_latent_site_with_shapes_and_log_prob(name, tiny_ltm, tokens
 
 def test_rsample_is_differentiable_in_the_local_parameters(name, tiny_ltm, tokens):
     guide = build_guide(name, CONTEXT)
-    guide.reset(tiny_ltm.prior, tokens.shape[0], tokens=tokens)
-    z = poutine.trace(guide).get_trace(tokens).nodes[LATENT_SITE]["value"]  # (B, N, D)
+    guide.reset(tiny_ltm.prior, tokens)
+    z = poutine.trace(pyro_guide(guide, tiny_ltm.prior)).get_trace(tokens).nodes[LATENT_SITE]["value"]
     trainable = guide.local_parameters() + [p for p in guide.parameters() if p.requires_grad]
     if not trainable:
         pytest.skip(f"{name}: q is the prior, nothing of the guide's own to differentiate")
@@ -76,7 +77,8 @@ def test_state_dict_round_trip(name, tiny_ltm, tokens):
     for g in (guide, clone):
         _fitted(name, tiny_ltm, tokens, g)
         torch.manual_seed(2)
-        draws.append(poutine.trace(g).get_trace(tokens).nodes[LATENT_SITE]["value"])  # (B, N, D)
+        trace = poutine.trace(pyro_guide(g, tiny_ltm.prior)).get_trace(tokens)
+        draws.append(trace.nodes[LATENT_SITE]["value"])  # (B, N, D)
     torch.testing.assert_close(draws[0], draws[1])
 
 

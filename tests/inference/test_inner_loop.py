@@ -13,6 +13,7 @@ from ltm.inference import (
     build_guide,
     fit_local,
 )
+from ltm.inference.guides.base import pyro_guide
 from ltm.models import Decoder, LatentThoughtModel
 from ltm.priors import StandardNormal
 from tests.conftest import tiny_config
@@ -45,7 +46,7 @@ def test_accumulate_option_reproduces_published_gradient_flow(tiny_ltm, tokens):
     for k in range(3):
         guide = LocalGaussianGuide()
         _fit(tiny_ltm, guide, tokens, noise, steps=k, **same)  # the locals after k steps
-        loss_k = LatentELBO().differentiable_loss(tiny_ltm.model, guide, tokens)
+        loss_k = LatentELBO().differentiable_loss(tiny_ltm.model, pyro_guide(guide, tiny_ltm.prior), tokens)
         grads = torch.autograd.grad(loss_k / n_tokens, list(params.values()))
         for name, g in zip(params, grads, strict=True):
             expected[name] += g
@@ -104,14 +105,14 @@ def test_non_finite_loss_is_an_error_not_a_silent_nan(tiny_ltm, tokens):
 
 def test_guide_of_the_wrong_shape_is_named(tiny_ltm, tokens):
     class WrongShapeGuide(LocalGaussianGuide):
-        def distribution(self):
-            return super().distribution().base_dist.expand((3, 4, 9)).to_event(2)
+        def distribution(self, tokens, prior):
+            return super().distribution(tokens, prior).base_dist.expand((3, 4, 9)).to_event(2)
 
     guide = WrongShapeGuide()
-    guide.reset(tiny_ltm.prior, 3)
+    guide.reset(tiny_ltm.prior, tokens)
     guide.locals = {k: torch.zeros(3, 4, 9) for k in guide.locals}
     with pytest.raises(ValueError, match=r"site 'z' has shape \(3, 4, 9\) but the prior's event shape"):
-        LatentELBO().differentiable_loss(tiny_ltm.model, guide, tokens)
+        LatentELBO().differentiable_loss(tiny_ltm.model, pyro_guide(guide, tiny_ltm.prior), tokens)
 
 
 def test_prior_shape_must_match_decoder():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ltm.inference import InnerLoopConfig, LatentELBO, fit_local
+from ltm.inference.guides.base import pyro_guide
 
 
 def test_elbo_improves_as_inner_steps_grow(topic_ltm, topic_corpus):
@@ -19,7 +20,7 @@ def test_elbo_improves_as_inner_steps_grow(topic_ltm, topic_corpus):
             torch.manual_seed(seed)
             fit_local(ltm, guide, batch, InnerLoopConfig(steps=steps, lr=0.1))
             guide.detach_locals()
-            runs.append(elbo.terms(ltm.model, guide, batch).elbo.detach())  # (B,)
+            runs.append(elbo.terms(ltm.model, pyro_guide(guide, ltm.prior), batch).elbo.detach())  # (B,)
         per_budget.append(torch.stack(runs).mean(0))  # (B,) averaged over seeds
     means = [e.mean().item() for e in per_budget]
     assert means[0] < means[1] < means[2] < means[3], means

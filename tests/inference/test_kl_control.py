@@ -19,6 +19,7 @@ from ltm.inference import (
     build_guide,
     fit_local,
 )
+from ltm.inference.guides.base import pyro_guide
 from ltm.training.config import TrainConfig
 
 CFG = DecoderConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, d_model=16, n_latent=3, d_latent=4)
@@ -35,7 +36,7 @@ def _fitted(steps=4, prior="standard_normal"):
 
 def test_the_kl_splits_exactly_per_latent_vector():
     family, guide, tokens = _fitted()
-    terms = LatentELBO().terms(family.model, guide, tokens)
+    terms = LatentELBO().terms(family.model, pyro_guide(guide, family.prior), tokens)
     loc, scale = guide.locals["loc"], guide.locals["log_scale"].exp()  # (B, N, D)
     by_hand = kl_divergence(Normal(loc, scale), Normal(0.0, 1.0)).sum(-1)  # (B, N)
     assert terms.kl_per_latent.shape == (5, 3)
@@ -48,7 +49,7 @@ def test_free_bits_keeps_every_vector_at_or_above_its_floor():
     loc = torch.zeros(5, 3, 4)  # (B, N, D): vector 0 at the prior, 1 a little off, 2 far off
     loc[:, 1], loc[:, 2] = 0.3, 1.5
     guide.locals = {"loc": loc.requires_grad_(True), "log_scale": torch.zeros(5, 3, 4)}
-    terms = LatentELBO().terms(family.model, guide, tokens)
+    terms = LatentELBO().terms(family.model, pyro_guide(guide, family.prior), tokens)
     mean_kl = terms.kl_per_latent.mean(0).detach()  # (N,)
     floor = float(mean_kl.median())  # one vector below the floor, one at it, one above
     control = KLControl(free_bits=floor)
@@ -64,13 +65,13 @@ def test_free_bits_keeps_every_vector_at_or_above_its_floor():
     # at q = prior every vector has KL 0 and costs exactly the floor
     at_prior = LocalGaussianGuide()  # starts at N(0, I)
     fit_local(family, at_prior, tokens, InnerLoopConfig(steps=0))
-    terms = LatentELBO().terms(family.model, at_prior, tokens)
+    terms = LatentELBO().terms(family.model, pyro_guide(at_prior, family.prior), tokens)
     assert KLControl(free_bits=0.25).kl_term(terms, 0).item() == pytest.approx(5 * 3 * 0.25)
 
 
 def test_free_bits_needs_a_prior_that_splits():
     family, guide, tokens = _fitted(prior="mixture")
-    terms = LatentELBO().terms(family.model, guide, tokens)
+    terms = LatentELBO().terms(family.model, pyro_guide(guide, family.prior), tokens)
     assert terms.kl_per_latent is None
     with pytest.raises(ValueError, match="factorise over the vectors"):
         KLControl(free_bits=0.1).kl_term(terms, 0)
@@ -93,7 +94,7 @@ def test_kl_warmup_beta_follows_its_schedule():
 
 def test_beta_scales_the_kl_of_the_objective():
     family, guide, tokens = _fitted()
-    terms = LatentELBO().terms(family.model, guide, tokens)
+    terms = LatentELBO().terms(family.model, pyro_guide(guide, family.prior), tokens)
     half = KLControl(warmup_steps=2).loss(terms, step=1)
     assert half.item() == pytest.approx((-terms.reconstruction.sum() + 0.5 * terms.kl.sum()).item(), rel=1e-6)
 

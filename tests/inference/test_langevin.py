@@ -104,9 +104,9 @@ def test_energy_is_minus_log_joint_and_mala_rejects_wild_steps():
 
 def test_ula_refuses_a_non_finite_energy():
     guide = LangevinGuide(step_size=1.0)
-    guide.reset(ToyFamily.prior, 3)
+    guide.reset(ToyFamily.prior, torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(FloatingPointError, match="lower the step size"):
-        guide.sample_locals(lambda: guide.locals["z"].sum((-2, -1)) * math.inf, 2)
+        guide.sample_locals(lambda: guide.locals["z"].sum((-2, -1)) * math.inf, 2, ToyFamily.prior)
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, math.nan, math.inf, "fast"])

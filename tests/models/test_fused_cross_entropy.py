@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 from ltm.core.sites import IGNORE_INDEX
 from ltm.inference import EmptyGuide, InnerLoopConfig, LatentELBO, LocalGaussianGuide, fit_local
+from ltm.inference.guides.base import pyro_guide
 from ltm.models import fused_cross_entropy
 from ltm.models.fused_cross_entropy import chunk_rows, fused_linear_cross_entropy
-from ltm.models.likelihood import TokenSequence, materialised_logits
+from ltm.models.likelihood import MaterialisedLogits, TokenSequence
 from ltm.ponder.vanilla import VanillaDecoder
 from tests.conftest import tiny_config
 
@@ -150,14 +151,14 @@ def _loss_and_grads(family, loss_fn):
 
 def test_ltm_loss_and_gradients_equal_full_logits(tiny_ltm, tokens):
     guide = LocalGaussianGuide()
-    guide.reset(tiny_ltm.prior, tokens.shape[0])
-    guide.freeze_noise()
+    guide.reset(tiny_ltm.prior, tokens)
+    guide.freeze_noise(tiny_ltm.prior, tokens)
 
     def loss():
-        return LatentELBO().differentiable_loss(tiny_ltm.model, guide, tokens)
+        return LatentELBO().differentiable_loss(tiny_ltm.model, pyro_guide(guide, tiny_ltm.prior), tokens)
 
     fused = _loss_and_grads(tiny_ltm, loss)
-    with materialised_logits():
+    with MaterialisedLogits():
         full = _loss_and_grads(tiny_ltm, loss)
     torch.testing.assert_close(fused[0], full[0], rtol=1e-6, atol=1e-5)
     assert len(fused[1]) == len(full[1]) > 0
@@ -172,7 +173,7 @@ def test_vanilla_loss_and_gradients_equal_full_logits(tokens):
         return LatentELBO().differentiable_loss(vanilla.model, EmptyGuide(), tokens)
 
     fused = _loss_and_grads(vanilla, loss)
-    with materialised_logits():
+    with MaterialisedLogits():
         full = _loss_and_grads(vanilla, loss)
     torch.testing.assert_close(fused[0], full[0], rtol=1e-6, atol=1e-5)
     for a, b in zip(fused[1], full[1], strict=True):
@@ -184,9 +185,20 @@ def test_inner_loop_restores_requires_grad_and_matches_full_logits(tiny_ltm, tok
     noise = torch.randn((tokens.shape[0],) + tuple(tiny_ltm.prior.event_shape))  # (B, N, D)
     tiny_ltm.prior.loc.requires_grad_(False)  # a frozen parameter stays frozen
     fused = fit_local(tiny_ltm, LocalGaussianGuide(), tokens, cfg, noise=noise)
-    with materialised_logits():
+    with MaterialisedLogits():
         full = fit_local(tiny_ltm, LocalGaussianGuide(), tokens, cfg, noise=noise)
     assert fused == pytest.approx(full, rel=1e-5)
     flags = {name: p.requires_grad for name, p in tiny_ltm.named_parameters()}
     assert flags.pop("prior.loc") is False and all(flags.values())
     assert all(p.grad is None for p in tiny_ltm.parameters())
+
+
+def test_the_handler_scores_the_token_site_through_full_logits(tokens):
+    from pyro import poutine
+
+    vanilla = VanillaDecoder.from_config(tiny_config(n_latent=0))
+    fused = poutine.trace(vanilla.model).get_trace(tokens).nodes["tokens"]["fn"]
+    with MaterialisedLogits():
+        full = poutine.trace(vanilla.model).get_trace(tokens).nodes["tokens"]["fn"]
+    assert fused.hidden is not None and fused._logits is None  # no (B, T, V) tensor held
+    assert full.hidden is None and full.logits.shape == tokens[:, 1:].shape + (37,)

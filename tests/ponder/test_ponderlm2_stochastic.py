@@ -13,6 +13,7 @@ from pyro.infer import TraceMeanField_ELBO
 from ltm.eval.scoring import continuation_logprob, sequence_logprob
 from ltm.inference import DualRateOptimizer, InnerLoopConfig, LatentELBO, SlowConfig
 from ltm.inference.bounds import prefix_predictive_perplexity
+from ltm.inference.guides.base import pyro_guide
 from ltm.ponder.ponderlm2_stochastic import StochasticPonderLM2, ThoughtGuide, ThoughtSequence
 from tests.cli_helpers import one_thread  # noqa: F401 (fixture)
 from tests.ponder.helpers import T, batch, tiny_decoder
@@ -34,13 +35,14 @@ def test_elbo_with_the_thought_guide_matches_its_terms():
     family = StochasticPonderLM2(tiny_decoder(), seq_len=T, thoughts=1)
     guide = ThoughtGuide()
     tokens = batch()
-    guide.reset(family.prior, tokens.shape[0], family.initial_latents(tokens))
-    guide.freeze_noise()
-    loss = LatentELBO().differentiable_loss(family.model, guide, tokens)
-    terms = LatentELBO().terms(family.model, guide, tokens)
+    guide.reset(family.prior, tokens, family.initial_latents(tokens))
+    guide.freeze_noise(family.prior, tokens)
+    loss = LatentELBO().differentiable_loss(family.model, pyro_guide(guide, family.prior), tokens)
+    terms = LatentELBO().terms(family.model, pyro_guide(guide, family.prior), tokens)
     torch.testing.assert_close(loss, -terms.elbo.sum(), rtol=1e-5, atol=1e-3)
     pyro.set_rng_seed(0)
-    assert torch.isfinite(TraceMeanField_ELBO().differentiable_loss(family.model, guide, tokens))
+    q = pyro_guide(guide, family.prior)
+    assert torch.isfinite(TraceMeanField_ELBO().differentiable_loss(family.model, q, tokens))
 
 
 def test_inner_loop_improves_the_posterior_and_the_model_trains():

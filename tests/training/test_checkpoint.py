@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 
@@ -12,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, models
 from torch import nn
 
-from ltm.core.errors import CheckpointError
+from ltm.core.errors import CheckpointError, CheckpointSaveError
 from ltm.training.checkpoint import (
     LATEST_FILE,
     MODEL_FILE,
@@ -77,11 +78,12 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
     _save(tmp_path, 1, model)
 
     def broken(tensors, filename, metadata=None):
-        open(filename, "wb").write(b"half a file")
-        raise OSError("disk full")
+        with open(filename, "wb") as half:
+            half.write(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointSaveError, match="no space left on device"):
         _save(tmp_path, 2, model)
     assert not (tmp_path / "step_000002").exists()
     assert not list(tmp_path.glob(".tmp-*"))

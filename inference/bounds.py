@@ -1,7 +1,7 @@
 """Honest evaluation: fresh-noise ELBO, importance-weighted bound, prefix-predictive NLL, and
 the published protocol, each per token and labelled with its protocol.
 
-Every function takes a model family (`ltm.models.Family`: the Pyro model `.model(tokens)` over
+Every function takes a model family (`ltm.core.protocols.ModelFamily`: the Pyro model `.model(tokens)` over
 blocks (B, T+1) scoring tokens[:, 1:], its `.prior`, and `.full_logits(inputs, latents)`), a local
 guide, and one block tensor (B, T+1) or a list of them. It fits q with `inner` on each batch (the
 only part that takes gradients, and only with respect to the guide's local tensors), then scores
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pyro import poutine
 
 from ltm.core.errors import ConfigError
+from ltm.core.protocols import ModelFamily
 from ltm.core.sites import IGNORE_INDEX
 from ltm.inference.bound_results import (
     ELBO_LABEL,
@@ -41,7 +42,7 @@ from ltm.inference.bound_results import (
 )
 from ltm.inference.data_parallel import local_batches, reduce_sums
 from ltm.inference.elbo import LatentELBO
-from ltm.inference.guides.base import pyro_guide
+from ltm.inference.guides.base import LocalGuide, pyro_guide
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.posterior_fit import (
     check_prefix,
@@ -96,18 +97,18 @@ def _site_sum(trace, batch: int) -> torch.Tensor:
     return total
 
 
-def log_weights(model, guide, tokens: torch.Tensor) -> torch.Tensor:
+def log_weights(family: ModelFamily, guide: LocalGuide, tokens: torch.Tensor) -> torch.Tensor:
     """log p(x, z) - log q(z) per sequence (B,) for one draw z ~ q, from Pyro traces."""
-    guide_trace = poutine.trace(pyro_guide(guide, model.prior)).get_trace(tokens)
-    model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(tokens)
+    guide_trace = poutine.trace(pyro_guide(guide, family.prior)).get_trace(tokens)
+    model_trace = poutine.trace(poutine.replay(family.model, trace=guide_trace)).get_trace(tokens)
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
     B = tokens.shape[0]
     return _site_sum(model_trace, B) - _site_sum(guide_trace, B)  # (B,)
 
 
-def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: int = 1,
-                     seed: int = 0) -> ElboBound:
+def fresh_noise_elbo(family: ModelFamily, guide: LocalGuide, tokens, inner: InnerLoopConfig,
+                     num_draws: int = 1, seed: int = 0) -> ElboBound:
     """Fit q with `inner.steps` steps, then the ELBO averaged over `num_draws` FRESH noise draws.
 
     Returns:
@@ -119,11 +120,11 @@ def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: in
     require_density(guide, "fresh-noise ELBO")
     _check_count("num_draws", num_draws)
     elbo, recon, kl, n_tok, n_seq = LatentELBO(num_particles=num_draws), 0.0, 0.0, 0, 0
-    with evaluation_mode(model, seed) as device:
+    with evaluation_mode(family, seed) as device:
         for batch in local_batches(tokens, device):
-            fit_posterior(model, guide, batch, inner)
+            fit_posterior(family, guide, batch, inner)
             with torch.no_grad():
-                terms = elbo.terms(model.model, pyro_guide(guide, model.prior), batch)  # (B,) each
+                terms = elbo.terms(family.model, pyro_guide(guide, family.prior), batch)  # (B,) each
             recon -= terms.reconstruction.sum().item()
             kl += terms.kl.sum().item()
             n_tok, n_seq = n_tok + int(_n_targets(batch).sum()), n_seq + batch.shape[0]
@@ -131,8 +132,8 @@ def fresh_noise_elbo(model, guide, tokens, inner: InnerLoopConfig, num_draws: in
     return ElboBound(ELBO_LABEL, inner.steps, num_draws, recon / n_tok, kl / n_tok, int(n_tok), int(n_seq))
 
 
-def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_samples: int = 8,
-                              seed: int = 0) -> ImportanceWeightedBound:
+def importance_weighted_bound(family: ModelFamily, guide: LocalGuide, tokens, inner: InnerLoopConfig,
+                              num_samples: int = 8, seed: int = 0) -> ImportanceWeightedBound:
     """Fit q, then -log (1/S) sum_s p(x, z_s)/q(z_s), z_s ~ q fresh, per token (IWAE, S samples).
 
     Densities come from Pyro traces (guide traced, model replayed), so any prior and guide work.
@@ -145,11 +146,11 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
     require_density(guide, "importance-weighted bound")
     _check_count("num_samples S", num_samples)
     total, n_tok, n_seq = 0.0, 0, 0
-    with evaluation_mode(model, seed) as device:
+    with evaluation_mode(family, seed) as device:
         for batch in local_batches(tokens, device):
-            fit_posterior(model, guide, batch, inner)
+            fit_posterior(family, guide, batch, inner)
             with torch.no_grad():
-                logw = torch.stack([log_weights(model, guide, batch)
+                logw = torch.stack([log_weights(family, guide, batch)
                                     for _ in range(num_samples)])  # (S, B)
                 bound = -(logw.logsumexp(0) - math.log(num_samples))  # (B,)
             total += bound.sum().item()
@@ -159,8 +160,9 @@ def importance_weighted_bound(model, guide, tokens, inner: InnerLoopConfig, num_
                                    int(n_seq))
 
 
-def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: InnerLoopConfig,
-                                 num_samples: int = 8, seed: int = 0) -> PrefixPredictive:
+def prefix_predictive_perplexity(family: ModelFamily, guide: LocalGuide, tokens, prefix_len: int,
+                                 inner: InnerLoopConfig, num_samples: int = 8,
+                                 seed: int = 0) -> PrefixPredictive:
     """Fit q(z) on each block's first `prefix_len` tokens only; score the rest given the prefix.
 
     Per sequence: -log (1/S) sum_s p(x[prefix_len:] | x[:prefix_len], z_s), z_s ~ q fresh, summed
@@ -187,17 +189,17 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
     _check_count("prefix_len", prefix_len)
     num_samples = num_samples if guide.has_density else 1
     total, n_tok, n_seq = 0.0, 0, 0
-    with evaluation_mode(model, seed) as device:
+    with evaluation_mode(family, seed) as device:
         for batch in local_batches(tokens, device):
             check_prefix(prefix_len, batch.shape[1])
             prefix = batch[:, :prefix_len]  # (B, P)
-            fit_posterior(model, guide, prefix, inner)
+            fit_posterior(family, guide, prefix, inner)
             inputs, targets = batch[:, :-1], batch[:, prefix_len:]  # (B, L-1), (B, L-P)
             with torch.no_grad():
                 ll = torch.stack([
                     -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
                                      ignore_index=IGNORE_INDEX).sum(-1)  # (B,) from logits (B, L-P, V)
-                    for logits in predictive_logits(model, guide, prefix, inputs, prefix_len - 1,
+                    for logits in predictive_logits(family, guide, prefix, inputs, prefix_len - 1,
                                                     num_samples)])  # (S, B)
                 score = -(ll.logsumexp(0) - math.log(ll.shape[0]))  # (B,)
             total += score.sum().item()
@@ -208,7 +210,7 @@ def prefix_predictive_perplexity(model, guide, tokens, prefix_len: int, inner: I
                             int(n_tok), int(n_seq))
 
 
-def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int = 0
+def published_protocol(family: ModelFamily, guide: LocalGuide, tokens, inner: InnerLoopConfig, seed: int = 0
                        ) -> PublishedProtocol:
     """The LTM paper's evaluation, reproduced and labelled (not a bound; for comparison only).
 
@@ -228,11 +230,11 @@ def published_protocol(model, guide, tokens, inner: InnerLoopConfig, seed: int =
     require_density(guide, "published protocol (an ELBO: reconstruction + KL)")
     same_noise, elbo = replace(inner, reuse_noise=True), LatentELBO()
     recon, kl, nll, counts = [], [], [], []
-    with evaluation_mode(model, seed) as device:
+    with evaluation_mode(family, seed) as device:
         for batch in local_batches(tokens, device):
-            fit_posterior(model, guide, batch, same_noise, fresh=False)
+            fit_posterior(family, guide, batch, same_noise, fresh=False)
             with torch.no_grad():
-                terms = elbo.terms(model.model, pyro_guide(guide, model.prior), batch)  # the fit's own draw
+                terms = elbo.terms(family.model, pyro_guide(guide, family.prior), batch)  # the fit's own draw
             recon.append(-terms.reconstruction)
             kl.append(terms.kl)
             nll.append(-terms.elbo)

@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ltm.core.protocols import ModelFamily
 from ltm.inference import data_parallel
 from ltm.inference.data_parallel import gather, local_batches
+from ltm.inference.guides.base import LocalGuide
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.kl_split import kl_per_vector
 from ltm.inference.posterior_fit import evaluation_mode, fit_posterior
@@ -89,7 +91,7 @@ def information_from(log_q: torch.Tensor) -> float:
     return float((own - aggregate).mean().detach())
 
 
-def diagnostics_skipped(family, guide) -> str | None:
+def diagnostics_skipped(family: ModelFamily, guide: LocalGuide) -> str | None:
     """Why the posterior diagnostics do not apply to this family and guide, or None if they do."""
     if family.exact_nll or not family.sequence_latent:
         return "the model has no stochastic sequence-level latent"
@@ -101,8 +103,9 @@ def diagnostics_skipped(family, guide) -> str | None:
     return None
 
 
-def posterior_diagnostics(family, guide, tokens, inner: InnerLoopConfig, seed: int = 0,
-                          threshold: float = ACTIVE_UNIT_THRESHOLD) -> PosteriorDiagnostics | None:
+def posterior_diagnostics(family: ModelFamily, guide: LocalGuide, tokens, inner: InnerLoopConfig,
+                          seed: int = 0, threshold: float = ACTIVE_UNIT_THRESHOLD
+                          ) -> PosteriorDiagnostics | None:
     """Fit q on each held-out block (B, T+1) with `inner`, then KL per latent, active units and MI.
 
     Returns:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ltm.core.errors import ConfigError, DivergedError
+from ltm.core.protocols import ModelFamily
 from ltm.inference.elbo import ElboTerms, LatentELBO
 from ltm.inference.fixed_noise import ShardNoise
 from ltm.inference.guides import LocalGuide, check_guide_fits_prior
@@ -77,10 +78,10 @@ class EarlyInference:
         return self.steps if self.steps is not None and step < self.until else default
 
 
-def slow_param_groups(model: nn.Module, guide: nn.Module, weight_decay: float) -> list[dict]:
+def slow_param_groups(family: ModelFamily, guide: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: decay on decoder matrices; none on norms, the prior and guide globals."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for name, p in family.named_parameters():
         if not p.requires_grad:
             continue
         is_prior = name.startswith("prior.")
@@ -112,7 +113,7 @@ class DualRateOptimizer:
             one after another, with one slow step (gradient accumulation; same result, less memory).
     """
 
-    def __init__(self, family: nn.Module, guide: LocalGuide, inner: InnerLoopConfig | None = None,
+    def __init__(self, family: ModelFamily, guide: LocalGuide, inner: InnerLoopConfig | None = None,
                  slow: SlowConfig | None = None, num_particles: int = 1,
                  kl_control: KLControl | None = None, early: EarlyInference | None = None,
                  micro_batches: int = 1):

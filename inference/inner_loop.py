@@ -10,6 +10,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ltm.core.errors import ConfigError, DivergedError
+from ltm.core.protocols import ModelFamily
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.guides import LocalGuide
 from ltm.inference.guides.base import pyro_guide
@@ -59,7 +60,7 @@ class InnerLoopConfig:
                               f"{INNER_SCHEDULES}.")
 
 
-def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
+def fit_local(family: ModelFamily, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
               elbo: LatentELBO | None = None,
               noise: torch.Tensor | None = None, kl_control: KLControl | None = None,
               step: int = 0, loss_tokens: int | None = None) -> list[float]:
@@ -138,7 +139,7 @@ def fit_local(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopCon
 
 
 @contextlib.contextmanager
-def _frozen(family, guide: LocalGuide, active: bool):
+def _frozen(family: ModelFamily, guide: LocalGuide, active: bool):
     """While active, the family's parameters not shared with the guide do not require grad (the
     previous flags restored on exit): gradient work done in the forward pass, such as the fused
     cross-entropy's weight gradient, is then skipped when only the local tensors are differentiated."""
@@ -160,7 +161,7 @@ def check_unrollable(guide: LocalGuide, cfg: InnerLoopConfig) -> None:
                           f"gradient steps; set the fast optimizer to 'sgd' (got '{cfg.optimizer}').")
 
 
-def _unrolled_fit(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
+def _unrolled_fit(family: ModelFamily, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoopConfig,
                   elbo: LatentELBO) -> list[float]:
     """K plain gradient steps from `guide.attach_locals(tokens)`, kept differentiable
     (`create_graph`), so that the slow step's gradient reaches the guide's global parameters
@@ -182,7 +183,7 @@ def _unrolled_fit(family, guide: LocalGuide, tokens: torch.Tensor, cfg: InnerLoo
     return losses
 
 
-def _check_finite(value: float, k: int, cfg: InnerLoopConfig, family) -> None:
+def _check_finite(value: float, k: int, cfg: InnerLoopConfig, family: ModelFamily) -> None:
     """Raise `DivergedError` for a loss that is not finite, blaming the slow step when the decoder's
     own weights are no longer finite (the inner loop cannot have caused that)."""
     if math.isfinite(value):

@@ -14,9 +14,10 @@ import torch
 from pyro import poutine
 
 from ltm.core.errors import ConfigError, DataError
+from ltm.core.protocols import ModelFamily
 from ltm.core.sites import LATENT_SITE
 from ltm.inference.elbo import LatentELBO
-from ltm.inference.guides.base import pyro_guide
+from ltm.inference.guides.base import LocalGuide, pyro_guide
 from ltm.inference.inner_loop import InnerLoopConfig, fit_local
 
 
@@ -40,24 +41,25 @@ def check_prefix(prefix_len: int, block_tokens: int) -> None:
 
 
 @contextlib.contextmanager
-def evaluation_mode(model, seed: int):
+def evaluation_mode(family: ModelFamily, seed: int):
     """Eval mode and a forked RNG seeded with `seed`; restores both on exit.
 
     Yields:
-        The device of the model's parameters.
+        The device of the family's parameters.
     """
-    was_training = model.training
-    device = next(model.parameters()).device
-    model.eval()
+    was_training = family.training
+    device = next(family.parameters()).device
+    family.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             yield device
     finally:
-        model.train(was_training)
+        family.train(was_training)
 
 
-def fit_posterior(family, guide, tokens: torch.Tensor, inner: InnerLoopConfig, fresh: bool = True) -> None:
+def fit_posterior(family: ModelFamily, guide: LocalGuide, tokens: torch.Tensor, inner: InnerLoopConfig,
+                  fresh: bool = True) -> None:
     """Fit q on `tokens` (B, T+1) with `inner` and detach it.
 
     A block of a single token has no next token to fit to, so q stays at its initialisation.
@@ -75,14 +77,14 @@ def fit_posterior(family, guide, tokens: torch.Tensor, inner: InnerLoopConfig, f
         guide.fixed_noise = None
 
 
-def draw_latents(family, guide, tokens: torch.Tensor) -> torch.Tensor | None:
+def draw_latents(family: ModelFamily, guide: LocalGuide, tokens: torch.Tensor) -> torch.Tensor | None:
     """One draw z ~ q (B, N, D) at the sequence-level site "z", or None for a guide without it."""
     node = poutine.trace(pyro_guide(guide, family.prior)).get_trace(tokens).nodes.get(LATENT_SITE)
     return None if node is None else node["value"]
 
 
-def predictive_logits(family, guide, prefix: torch.Tensor, inputs: torch.Tensor, start: int,
-                      num_samples: int) -> Iterator[torch.Tensor]:
+def predictive_logits(family: ModelFamily, guide: LocalGuide, prefix: torch.Tensor,
+                      inputs: torch.Tensor, start: int, num_samples: int) -> Iterator[torch.Tensor]:
     """Next-token logits (B, C, V) of `inputs` at positions >= `start`, one per fresh z ~ q fitted
     on `prefix`: S of them, or one for a family without z (every draw would be the same)."""
     for _ in range(num_samples):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ltm.core.errors import ConfigError
+from ltm.core.protocols import ModelFamily
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE
 from ltm.inference.fixed_noise import standard_noise
 from ltm.priors.base import Prior
@@ -111,7 +112,7 @@ class LocalGuide(nn.Module):
         """
         return None
 
-    def slow_step_loss(self, family, tokens: torch.Tensor, elbo) -> torch.Tensor | None:
+    def slow_step_loss(self, family: ModelFamily, tokens: torch.Tensor, elbo) -> torch.Tensor | None:
         """A loss (nats summed over the batch) for the guide's global parameters alone, which the
         slow step adds to its own (e.g. a semi-amortised encoder trained on the ELBO at its own
         output); None: the guide's globals, if any, learn from the slow step's ELBO directly."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ltm.core.protocols import ModelFamily
 from ltm.inference.fixed_noise import normal
 from ltm.inference.guides.amortized import AmortizedGuide
 from ltm.inference.guides.base import pyro_guide
@@ -52,7 +53,7 @@ class SemiAmortizedGuide(AmortizedGuide):
     def distribution(self, tokens, prior):
         return normal(self.local("loc"), self.local("log_scale").exp(), self.fixed_noise).to_event(2)
 
-    def slow_step_loss(self, family, tokens, elbo):
+    def slow_step_loss(self, family: ModelFamily, tokens, elbo):
         """Without unrolling: the negative ELBO at the encoder's own output, whose gradient is
         routed to the encoder alone (a zero-valued surrogate carrying that gradient)."""
         if self.unroll:

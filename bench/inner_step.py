@@ -20,7 +20,6 @@ Run:  python bench/inner_step.py            (about a minute on 2 idle CPU cores)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -28,6 +27,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _args import bench_parser
 
 from ltm.inference import InnerLoopConfig, LocalGaussianGuide, fit_local
 from ltm.inference.inner_loop import FAST_OPTIMIZERS
@@ -79,16 +79,9 @@ def check_same_loss(ltm, guide, tokens, cfg: InnerLoopConfig, rtol: float = 1e-4
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--d-model", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=128)
+    ap = bench_parser(__doc__, d_model=128, layers=2, batch=8, seq_len=128, repeats=30, warmup=3)
     ap.add_argument("--latents", type=int, default=8)
     ap.add_argument("--inner-steps", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 3 repeats of 2 inner steps")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.warmup, args.inner_steps = 3, 1, 2

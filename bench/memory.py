@@ -55,6 +55,7 @@ import sys
 import time
 
 import torch
+from _args import bench_parser
 from _memory_probe import maxrss_kib, peak_kib, reset_peak, rss_kib
 
 from ltm.inference import (
@@ -84,7 +85,7 @@ def build(family: str, args, inner: InnerLoopConfig, device: str):
         model, guide, inner = VanillaDecoder.from_config(cfg), EmptyGuide(), InnerLoopConfig(steps=0)
     model.to(device)
     tokens = torch.randint(args.vocab, (args.batch, args.seq_len + 1), device=device)  # (B, T+1)
-    slow = SlowConfig(lr=1e-4, warmup_steps=0, max_steps=1000)
+    slow = SlowConfig(lr=1e-4, warmup_steps=0, decay_steps=1000)
     return DualRateOptimizer(model, guide, inner, slow), tokens
 
 
@@ -159,27 +160,19 @@ def measure_time(args) -> dict[str, list[float]]:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vocab", type=int, default=50258)
-    ap.add_argument("--d-model", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
+    ap = bench_parser(__doc__, vocab=50258, d_model=128, layers=2, heads=4, batch=16, seq_len=128,
+                      repeats=3, warmup=1,
+                      device="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--latents", type=int, default=16, help="LTM latent vectors N_z")
     ap.add_argument("--d-latent", type=int, default=128)
     ap.add_argument("--inner-steps", type=int, default=4, help="K of the memory runs' LTM step")
     ap.add_argument("--time-inner-steps", type=int, default=16, help="K of the timed LTM step")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--wall", action="store_true", help="time wall-clock instead of CPU seconds")
     ap.add_argument("--no-time", action="store_true", help="memory only")
     ap.add_argument("--default-malloc", action="store_true",
                     help="keep glibc's dynamic mmap threshold (RSS then counts cached free memory)")
     ap.add_argument("--no-warmup-step", dest="warmup_step", action="store_false",
                     help="measure the first step (ru_maxrss; AdamW's state included)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one repeat")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:

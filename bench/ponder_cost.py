@@ -30,13 +30,13 @@ Run:  python bench/ponder_cost.py            (a few minutes on 2 shared CPU core
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+from _args import bench_parser
 
 from ltm.inference import EmptyGuide, LatentELBO
 from ltm.inference.guides.base import pyro_guide
@@ -119,11 +119,8 @@ def measure(fams: dict, step: Callable[[object], float], repeats: int) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 repeats")
-    parser.add_argument("--repeats", type=int, default=None)
+    parser = bench_parser(__doc__, repeats=None, threads=1)
     parser.add_argument("--sweeps", type=int, default=1, help="PonderLM-2 Jacobi sweeps J (training)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--prune", type=float, default=0.25,
                         help="adaptive CoT's second pruning threshold (partly active levels)")
     parser.add_argument("--wall", action="store_true", help="time wall-clock, not process CPU time")

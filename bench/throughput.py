@@ -84,6 +84,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
+from _args import bench_parser
 from _memory_probe import maxrss_kib, peak_kib, reset_peak, rss_kib
 
 from ltm.inference import DualRateOptimizer, EmptyGuide, LatentELBO
@@ -100,7 +101,7 @@ LAYOUTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "g.T@x": lambda a, b: a.T @ b,  # its weight gradient
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-TARGET_PEAK, TARGET_SPEEDUP = 0.5, 1.5  # issue 11: vanilla fp32 >= 50% of GEMM peak; bf16 >= 1.5x
+TARGET_PEAK, TARGET_SPEEDUP = 0.5, 1.5  # vanilla fp32 >= 50% of the GEMM peak; bf16 >= 1.5x fp32
 
 
 def sync(device: torch.device) -> None:
@@ -129,9 +130,9 @@ class Trainee:
 def train_config(args, name: str) -> TrainConfig:
     """The run config of family `name` at the bench's sizes (PonderLM-2's J fixed)."""
     sweeps = {"jacobi_sweeps": args.sweeps, "max_jacobi_sweeps": args.sweeps}
-    return TrainConfig(model=name, d_model=args.d_model, n_layer=args.layers, n_head=args.heads,
-                       block_size=args.seq_len, inner_steps=args.inner_steps,
-                       sections={"ponderlm2": sweeps})
+    return TrainConfig.from_dict({"model": name, "d_model": args.d_model, "n_layer": args.layers,
+                                  "n_head": args.heads, "block_size": args.seq_len,
+                                  "inner_steps": args.inner_steps, "ponderlm2": sweeps})
 
 
 def matrix_params(decoder: torch.nn.Module) -> int:
@@ -155,8 +156,9 @@ def build(args, name: str, device: torch.device) -> Trainee:
         opt = DualRateOptimizer(family, guide, cfg.inner_config(), cfg.slow_config())
         return Trainee(family, lambda: opt.step(tokens), matrix_params(family.decoder))
     elbo, guide, n_tokens = LatentELBO(), EmptyGuide(), tokens[:, 1:].numel()
-    adamw = torch.optim.AdamW(family.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                              weight_decay=cfg.weight_decay)
+    slow = cfg.slow
+    adamw = torch.optim.AdamW(family.parameters(), lr=slow.lr, betas=(slow.beta1, slow.beta2),
+                              weight_decay=slow.weight_decay)
 
     def step() -> None:
         q = pyro_guide(guide, family.prior)
@@ -373,19 +375,12 @@ def print_notes(memory, failed, peak) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--d-model", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--vocab", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=128)
+    ap = bench_parser(__doc__, d_model=512, layers=4, heads=8, vocab=512, batch=8, seq_len=128,
+                      repeats=2, warmup=1, threads=1)
     ap.add_argument("--inner-steps", type=int, default=4, help="ltm inner steps K per training step")
     ap.add_argument("--sweeps", type=int, default=2, help="PonderLM-2 Jacobi sweeps J (fixed)")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     ap.add_argument("--bf16", choices=("all", "vanilla"), default="all", help="families timed in bf16")
-    ap.add_argument("--repeats", type=int, default=2, help="timed rounds after the warm-up")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per family and precision")
     ap.add_argument("--gemm-sizes", type=int, nargs="+", default=[512, 1024, 1536, 2048])
     ap.add_argument("--gemm-repeats", type=int, default=3)
     ap.add_argument("--gemm-max-s", type=float, default=2.0,
@@ -397,8 +392,6 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true",
                     help="also time vanilla with torch.compile'd decoder blocks")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one repeat")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -20,11 +20,13 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+from pyro import poutine
 
 from ltm.core.protocols import ModelFamily
+from ltm.core.sites import LATENT_SITE
 from ltm.inference import data_parallel
 from ltm.inference.data_parallel import gather, local_batches
-from ltm.inference.guides.base import LocalGuide
+from ltm.inference.guides.base import LocalGuide, pyro_guide
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.kl_split import kl_per_vector
 from ltm.inference.posterior_fit import evaluation_mode, fit_posterior
@@ -121,11 +123,11 @@ def posterior_diagnostics(family: ModelFamily, guide: LocalGuide, tokens, inner:
     with evaluation_mode(family, seed) as device, torch.no_grad():
         for batch in local_batches(tokens, device):
             fit_posterior(family, guide, batch, inner)
-            try:
-                q = guide.distribution(batch, family.prior)  # batch (B,), event (N, D)
+            try:  # drawn at the latent site, so that under several processes the noise is sharded
+                site = poutine.trace(pyro_guide(guide, family.prior)).get_trace(batch).nodes[LATENT_SITE]
             except NotImplementedError:
                 return None
-            z = q.sample()  # (B, N, D)
+            q, z = site["fn"], site["value"]  # batch (B,), event (N, D); (B, N, D)
             prior = family.prior().expand((batch.shape[0],))
             kls.append(kl_per_vector(q, prior, z))  # (B, N) or None
             posteriors.append(q)

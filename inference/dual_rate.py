@@ -22,13 +22,27 @@ from ltm.inference.schedules import warmup_cosine
 
 @dataclass
 class SlowConfig:
-    """The slow (outer) optimiser: AdamW with warm-up + cosine and global grad-norm clipping."""
+    """The slow (outer) optimiser: AdamW with warm-up + cosine and global grad-norm clipping.
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay on decoder matrices (none on norms, the prior and the
+            guide's global parameters).
+        beta1: AdamW beta1.
+        beta2: AdamW beta2.
+        warmup_steps: Linear learning-rate warm-up steps.
+        decay_steps: Cosine horizon in steps, after the warm-up down to min_lr_ratio x lr (none: no
+            decay; a training run uses its max_steps).
+        min_lr_ratio: Final learning rate as a fraction of lr.
+        grad_clip: Global gradient-norm clip of the slow step.
+    """
 
     lr: float = 3e-4
     weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
+    beta1: float = 0.9
+    beta2: float = 0.95
     warmup_steps: int = 100
-    max_steps: int = 10_000
+    decay_steps: int | None = None
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
 
@@ -118,7 +132,6 @@ class DualRateOptimizer:
                  kl_control: KLControl | None = None, early: EarlyInference | None = None,
                  micro_batches: int = 1):
         check_guide_fits_prior(guide, family.prior)
-        family.prior.bind_guide(guide)
         self.family, self.guide = family, guide
         self.inner, self.slow = inner or InnerLoopConfig(), slow or SlowConfig()
         check_unrollable(guide, self.inner)
@@ -133,10 +146,10 @@ class DualRateOptimizer:
         self.elbo = LatentELBO(num_particles=num_particles)
         self.optimizer = torch.optim.AdamW(
             slow_param_groups(family, guide, self.slow.weight_decay), lr=self.slow.lr,
-            betas=self.slow.betas)
+            betas=(self.slow.beta1, self.slow.beta2))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: warmup_cosine(s, self.slow.warmup_steps,
-                                                    self.slow.max_steps, self.slow.min_lr_ratio))
+            self.optimizer, lambda s: warmup_cosine(s, self.slow.warmup_steps, self.slow.decay_steps,
+                                                    self.slow.min_lr_ratio))
 
     @property
     def steps_done(self) -> int:

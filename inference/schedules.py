@@ -21,10 +21,13 @@ def inner_lr(step: int, total: int, lr: float, schedule: str, min_ratio: float =
     raise ConfigError(f"unknown inner-loop schedule '{schedule}'; choose one of {INNER_SCHEDULES}.")
 
 
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:
-    """Multiplier of the slow learning rate: linear warm-up, then cosine decay to min_ratio."""
+def warmup_cosine(step: int, warmup: int, total: int | None, min_ratio: float = 0.1) -> float:
+    """Multiplier of the slow learning rate: linear warm-up, then cosine decay to min_ratio by step
+    `total` (None: no decay)."""
     if step < warmup:
         return (step + 1) / warmup
+    if total is None:
+        return 1.0
     if step >= total:
         return min_ratio
     progress = (step - warmup) / max(1, total - warmup)

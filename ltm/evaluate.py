@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace, device: str) -> dict:
     budgets = parse_budgets(args.inner_steps)
     step_dir = resolve_checkpoint(args.checkpoint)
     model, tokenizer, config = load_checkpoint(step_dir, device, args.trust_code)
-    prefix = check_args(args, config.block_size)
+    prefix = check_args(args, config.data.block_size)
     sets = zero_shot_paths(args)
     check_sets(sets, args.limit)
     if args.batches == 0 and not sets:
@@ -90,12 +90,12 @@ def _run(args: argparse.Namespace, device: str) -> dict:
         blocks = held_out_blocks(config, tokenizer, args.data, args.split)
         report.update(score_held_out(
             model, guide, blocks.fixed_batches(batch_size, args.batches), budgets, inner,
-            data=args.data or f"{config.dataset} ({args.split})", num_samples=args.iwae_samples,
+            data=args.data or f"{config.data.dataset} ({args.split})", num_samples=args.iwae_samples,
             prefix_len=prefix, num_draws=args.elbo_draws, seed=args.seed, plot=args.plot,
             long_fit=args.long_fit, protocols=protocols))
     if sets:
         report["zero_shot"] = run_sets(model, guide, tokenizer, sets, budgets, inner,
-                                       config.block_size, num_samples=args.iwae_samples,
+                                       config.data.block_size, num_samples=args.iwae_samples,
                                        limit=args.limit, seed=args.seed, prefix_len=args.prefix_len,
                                        batch_size=batch_size)
     return report

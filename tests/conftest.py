@@ -12,6 +12,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ltm import DecoderConfig, LatentThoughtModel  # noqa: E402
 
+# Tests that drive the command-line tools, other processes or notebooks end to end (`integration`).
+INTEGRATION = ("cli/", "reliability/", "test_notebooks.py", "test_bench.py", "training/test_distributed.py",
+               "eval/test_compare.py", "eval/test_lm_eval_adapter.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.path.as_posix()
+        if any(f"/tests/{part}" in path for part in INTEGRATION):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(autouse=True)
 def _seed_clear_and_validate():
@@ -63,7 +74,7 @@ def train_on_topics(train: torch.Tensor, guide: str = "gaussian", inner_steps: i
     context = {"vocab_size": TOPIC_DECODER["vocab_size"], "num_latents": 2, "latent_dim": 16}
     opt = DualRateOptimizer(ltm, build_guide(guide, context, **guide_kwargs),
                             InnerLoopConfig(steps=inner_steps, lr=0.3),
-                            SlowConfig(lr=TOPIC_LR, warmup_steps=20, max_steps=TOPIC_STEPS,
+                            SlowConfig(lr=TOPIC_LR, warmup_steps=20, decay_steps=TOPIC_STEPS,
                                        weight_decay=0.0))
     for batch in train.split(TOPIC_BATCH):
         opt.step(batch)

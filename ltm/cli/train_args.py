@@ -1,6 +1,8 @@
-"""The flags of `python -m ltm.train`, generated from `TrainConfig` and the families' option sections.
+"""The flags of `python -m ltm.train`, generated from `TrainConfig`, its components' sections and
+the families' option sections.
 
-A shared field `inner_steps` is `--inner-steps`; option `thoughts` of family `ponderlm2` is
+A shared field `max_steps` is `--max-steps`; option `steps` of the inner loop's section is
+`--inner.steps` (alias `--inner-steps`); option `thoughts` of family `ponderlm2` is
 `--ponderlm2.thoughts`. Only flags given on the command line are returned (defaults are suppressed),
 so that they can override a `--config` file and, on resume, the checkpoint's config.
 """
@@ -14,7 +16,14 @@ import json
 import re
 
 from ltm.families import FAMILIES, resolve_family
-from ltm.training.config import MOVED_KEYS, SHARED_FIELDS, TrainConfig, load_config_file, merge_values
+from ltm.training.config import (
+    ALIASES,
+    COMPONENTS,
+    SHARED_FIELDS,
+    TrainConfig,
+    load_config_file,
+    merge_values,
+)
 from ltm.training.values import convert, field_default, field_type
 
 
@@ -49,11 +58,13 @@ def _flag_type(cls: type, name: str):
     return parse
 
 
-def _add_field(group, cls: type, f: dataclasses.Field, dest: str, flag: str, help_text: str) -> None:
+def _add_field(group, cls: type, f: dataclasses.Field, dest: str, flag: str, help_text: str,
+               default=dataclasses.MISSING) -> None:
     base, optional = field_type(cls, f.name)
-    default = field_default(f)
+    default = field_default(f) if default is dataclasses.MISSING else default
     shown = json.dumps(default) if base is dict else default
-    help_text = f"{help_text} (default: {'none' if default is None else shown})"
+    if help_text is not argparse.SUPPRESS:
+        help_text = f"{help_text} (default: {'none' if default is None else shown})"
     if base is bool:
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=help_text)
@@ -63,18 +74,15 @@ def _add_field(group, cls: type, f: dataclasses.Field, dest: str, flag: str, hel
                        metavar=metavar + ("|none" if optional else ""), help=help_text)
 
 
-class _Moved(argparse.Action):
-    """A flag of an earlier version: say where its value lives now."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        places = " or ".join(flag_name(*place.split(".")) for place in MOVED_KEYS[self.dest])
-        parser.error(f"{option_string} has moved into its family's options: use {places}.")
-
-
 def add_config_arguments(parser: argparse.ArgumentParser, families: dict) -> None:
-    """One flag per shared `TrainConfig` field, grouped, then one group per family's options."""
+    """One flag per shared `TrainConfig` field, grouped; one group per component's section (and a
+    hidden flag per alias); then one group per family's options."""
     groups: dict[str, argparse._ArgumentGroup] = {}
+    aliases = {place: alias for alias, place in ALIASES.items()}
     for f in dataclasses.fields(TrainConfig):
+        if f.name in COMPONENTS:
+            _add_component(parser, f, aliases)
+            continue
         section = f.metadata["section"]
         if section is None:
             continue
@@ -90,8 +98,25 @@ def add_config_arguments(parser: argparse.ArgumentParser, families: dict) -> Non
         for f in options:
             _add_field(group, family.Options, f, f"{name}.{f.name}", flag_name(name, f.name),
                        docs.get(f.name, f"{name} option {f.name}"))
-    for old in MOVED_KEYS:
-        parser.add_argument(flag_name(old), dest=old, nargs="?", action=_Moved, help=argparse.SUPPRESS)
+    for alias, place in ALIASES.items():
+        section, option = place.split(".")
+        cls = COMPONENTS[section]
+        f = next(o for o in dataclasses.fields(cls) if o.name == option)
+        _add_field(parser, cls, f, place, flag_name(alias), argparse.SUPPRESS)
+
+
+def _add_component(parser: argparse.ArgumentParser, f: dataclasses.Field, aliases: dict) -> None:
+    """The flags `--NAME.OPTION` of a component's section, with the run's defaults."""
+    cls, defaults = COMPONENTS[f.name], f.default_factory()
+    group = parser.add_argument_group(f"{f.metadata['title']} (--{f.name}.*)")
+    docs = attribute_docs(cls)
+    for option in dataclasses.fields(cls):
+        place = f"{f.name}.{option.name}"
+        help_text = docs.get(option.name, f"{f.name} option {option.name}")
+        if place in aliases:
+            help_text = help_text.rstrip(".") + f"; alias {flag_name(aliases[place])}"
+        _add_field(group, cls, option, place, flag_name(f.name, option.name), help_text,
+                   default=getattr(defaults, option.name))
 
 
 def _chosen_model(argv: list[str] | None) -> str:

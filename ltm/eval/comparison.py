@@ -36,15 +36,14 @@ import yaml
 
 from ltm.core.errors import ConfigError
 from ltm.core.registry import resolve
-from ltm.eval.controls import refuse_control
+from ltm.eval.controls import refuse_control, with_values
 from ltm.eval.quick import quick_comparison
 from ltm.inference import GUIDES, InnerLoopConfig, LocalGuide
 from ltm.inference.bounds import density_refusal
-from ltm.training.config import TrainConfig, coerce_values, merge_values
+from ltm.training.config import ALIASES, TrainConfig, coerce_values, merge_values
 
 # One dataset, one tokenizer, one token budget: no run may set these on its own.
-SHARED_KEYS = ("dataset", "tokenizer", "vocab_size", "block_size", "batch_size", "max_steps",
-               "data_seed", "val_fraction", "max_documents", "text_field", "encoding")
+SHARED_KEYS = ("data", "batch_size", "max_steps")  # the data section, each of its options (or alias)
 OWNED_KEYS = ("out_dir", "resume", "overwrite", "init_from", "trust_code")  # the comparison sets these itself
 TOP_KEYS = ("name", "out_dir", "common", "eval", "runs", "seeds", "controls")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -192,7 +191,7 @@ class Comparison:
         """Add `run`'s control of `kind` made from `sized.values`; a control with the same config
         as one already added serves both runs."""
         name = f"{run.name}.{kind}"
-        config = run.config.replace(**sized.values, out_dir=str(self.out_dir / name))
+        config = with_values(run.config, {**sized.values, "out_dir": str(self.out_dir / name)})
         for other in self.runs:
             if other.is_control and run_signature(other.config) == run_signature(config):
                 other.control_of.append((run.name, kind))
@@ -246,6 +245,12 @@ def _eval_settings(values: dict, source: str) -> EvalSettings:
     return settings
 
 
+def _place(key) -> str:
+    """The shared field or section a config key sets: 'vocab_size' (an alias) -> 'data'."""
+    name = str(key).replace("-", "_")
+    return ALIASES.get(name, name).split(".")[0]
+
+
 def _control_list(value, where: str) -> list[str]:
     if value is None:
         return []
@@ -274,12 +279,13 @@ def _run_spec(entry, index: int, common: dict, out_dir: Path, source: str,
         raise ConfigError(f"run name '{name}' in {source} must be a folder name (letters, digits, "
                           f"'_', '.', '-').")
     where = f"run '{name}' of {source}"
-    shared = [k for k in overrides if str(k).replace("-", "_") in SHARED_KEYS]
+    shared = [k for k in overrides if _place(k) in SHARED_KEYS]
     if shared:
         key = shared[0]
-        raise ConfigError(f"runs in one comparison must share {', '.join(SHARED_KEYS)} (one dataset, one "
-                          f"tokenizer, one token budget); run '{name}' sets {key} to {overrides[key]!r} "
-                          f"in {source}: set it under common: for every run, or compare in another file.")
+        raise ConfigError(f"runs in one comparison must share the data section, batch_size and max_steps "
+                          f"(one dataset, one tokenizer, one token budget); run '{name}' sets {key} to "
+                          f"{overrides[key]!r} in {source}: set it under common: for every run, or "
+                          f"compare in another file.")
     _refuse_owned(overrides, where)
     try:
         values = merge_values(common, coerce_values(overrides, where))
@@ -339,12 +345,12 @@ def parse_comparison(data, source: str, out_dir: str | Path | None = None) -> Co
         seen.add(run.name)
         runs.append(run)
     first = runs[0].config
-    if first.val_fraction <= 0:
+    if first.data.val_fraction <= 0:
         raise ConfigError(f"common: val_fraction in {source} must be > 0: the runs are scored on the "
                           f"held-out split.")
-    if settings.prefix_len is not None and settings.prefix_len > first.block_size:
+    if settings.prefix_len is not None and settings.prefix_len > first.data.block_size:
         raise ConfigError(f"eval: prefix_len {settings.prefix_len} in {source} leaves no continuation "
-                          f"to score in blocks of block_size {first.block_size} + 1 tokens.")
+                          f"to score in blocks of block_size {first.data.block_size} + 1 tokens.")
     names = {n for r in runs for n in (r.name, *(f"{r.name}.{k}" for k in r.controls))}
     if len(names) < len(runs) + sum(len(r.controls) for r in runs):
         raise ConfigError(f"a run name in {source} equals another run's control (RUN.KIND); rename it.")

@@ -82,7 +82,7 @@ def _row(name: str, cost: dict, report: dict | None, k: int) -> list[str]:
 def format_table(comp, costs: dict, reports: dict) -> str:
     """One row per run and seed (the instance's folder names it)."""
     s, k = comp.eval, comp.eval.protocol_steps
-    prefix = s.prefix_len or (comp.runs[0].config.block_size + 1) // 2
+    prefix = s.prefix_len or (comp.runs[0].config.data.block_size + 1) // 2
     header = ["run", "family", "params", "training FLOPs", "training wall time",
               "exact NLL (deterministic families)", f"fresh-noise ELBO bound, K={k} (recon + KL)",
               f"importance-weighted bound, K={k}, S={s.iwae_samples}",
@@ -147,7 +147,7 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
                     format_summary(comp, costs, values), "", format_controls(comp, diffs), "",
                     "Each run and seed:", ""]
     data = scored[0]["data"] if scored else None
-    tokens = cfg.batch_size * cfg.block_size * cfg.max_steps
+    tokens = cfg.batch_size * cfg.data.block_size * cfg.max_steps
     lines = [
         f"# Comparison: {comp.name}", "",
         f"- command: `{command}`",
@@ -158,8 +158,9 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
         f"- total wall time: {sum(s['seconds'] for s in sessions):.1f} s over {len(sessions)} "
         f"invocation(s) (this one {sessions[-1]['seconds']:.1f} s); training and scoring "
         f"{compute:.1f} s of it (summed over resumed segments)",
-        f"- data: {cfg.dataset}, tokenizer {cfg.tokenizer} (vocabulary {cfg.vocab_size}), blocks of "
-        f"{cfg.block_size} tokens, {cfg.max_steps} steps of {cfg.batch_size} blocks = {tokens:,} "
+        f"- data: {cfg.data.dataset}, tokenizer {cfg.data.tokenizer} (vocabulary "
+        f"{cfg.data.vocab_size}), blocks of "
+        f"{cfg.data.block_size} tokens, {cfg.max_steps} steps of {cfg.batch_size} blocks = {tokens:,} "
         f"training tokens per run",
         f"- held-out scoring: validation split, {comp.eval.batches} batch(es)"
         + (f" = {data['blocks']} blocks, {data['tokens']} tokens" if data else "")

@@ -28,6 +28,7 @@ from ltm.eval.controls import DESCRIPTIONS, Sized, control_values
 from ltm.eval.flops import step_cost
 from ltm.eval.run_eval import evaluate_run
 from ltm.training.checkpoint import latest_checkpoint, read_config, read_manifest
+from ltm.training.config import key_name
 from ltm.training.run_lock import RunLock
 from ltm.training.trainer import Trainer
 from ltm.training.trusted_code import named_code
@@ -85,7 +86,7 @@ def check_existing_run(comp: Comparison, inst: Instance) -> None:
     wanted = _flatten(inst.config.to_dict())
     for key in wanted:
         if saved.get(key) != wanted[key]:
-            raise ConfigError(f"run '{inst.run.name}': {inst.dir} holds a run trained with {key} "
+            raise ConfigError(f"run '{inst.run.name}': {inst.dir} holds a run trained with {key_name(key)} "
                               f"{saved.get(key)!r}, but {comp.source} now gives {wanted[key]!r}; "
                               f"restore the value, or delete that folder to train the run again.")
 
@@ -121,12 +122,12 @@ def prepare(comp: Comparison, log=print) -> dict:
     """
     cfg = comp.runs[0].config
     try:
-        data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
+        data = prepare_data(cfg.data, cfg.data_cache_dir())
     except UserError as err:
         message = str(err).strip().splitlines()[0]
-        raise type(err)(f"common: dataset {cfg.dataset!r} of {comp.source} cannot be used: "
+        raise type(err)(f"common: dataset {cfg.data.dataset!r} of {comp.source} cannot be used: "
                         f"{message}") from None
-    log(f"data: {len(data.train)} train / {len(data.val)} val blocks of {cfg.block_size} tokens, "
+    log(f"data: {len(data.train)} train / {len(data.val)} val blocks of {cfg.data.block_size} tokens, "
         f"vocabulary {data.vocab_size}")
     batch = data.train.fixed_batches(cfg.batch_size, 1)[0]  # (B, T+1)
     size_controls(comp, data.vocab_size, batch, log)
@@ -143,7 +144,7 @@ def prepare(comp: Comparison, log=print) -> dict:
                                       f"{str(err).splitlines()[0]}") from None
             cost.update(measured[inst.run.name])
             cost.setdefault("train_segments", [])
-        tokens_per_step = cfg.batch_size * cfg.block_size
+        tokens_per_step = cfg.batch_size * cfg.data.block_size
         cost.update(model=inst.config.model, seed=inst.seed, max_steps=cfg.max_steps,
                     tokens_per_step=tokens_per_step, training_tokens=tokens_per_step * cfg.max_steps,
                     training_flops=cost.get("training_flops", cost["flops_per_step"] * cfg.max_steps))

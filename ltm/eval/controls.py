@@ -21,6 +21,7 @@ name controls, each trained and scored like any other run:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -31,8 +32,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from ltm.core.errors import ConfigError
 from ltm.eval.flops import step_cost
 from ltm.families import FAMILIES
+from ltm.inference import EarlyInference, KLControl
 from ltm.training.build import build_model
-from ltm.training.config import TrainConfig
+from ltm.training.config import TrainConfig, merge_values
 
 CONTROL_KINDS = ("baseline", "params", "flops", "inference_flops", "fixed_latent")
 BASELINE = next(name for name, family in FAMILIES.items() if family.is_baseline)  # "vanilla"
@@ -46,8 +48,12 @@ DESCRIPTIONS = {
 }
 # Settings that act only on a stochastic latent: a vanilla control takes the defaults.
 _LATENT_ONLY = {"prior": None, "prior_kwargs": {}, "guide": None, "guide_kwargs": {},
-                "free_bits": 0.0, "kl_warmup_steps": 0, "early_inner_steps": None,
-                "early_inference_steps": 0}
+                "kl": dataclasses.asdict(KLControl()), "early": dataclasses.asdict(EarlyInference())}
+
+
+def with_values(config: TrainConfig, values: dict) -> TrainConfig:
+    """`config` with `values` (shared fields and whole or partial sections, as `Sized.values`)."""
+    return TrainConfig.from_dict(merge_values(config.to_dict(), values))
 
 
 @dataclass
@@ -128,7 +134,7 @@ def control_values(kind: str, config: TrainConfig, vocab_size: int, batch: torch
     vanilla = {**_LATENT_ONLY, "model": BASELINE}
     if kind == "baseline":
         return Sized(vanilla)
-    base = config.replace(**vanilla)
+    base = with_values(config, vanilla)
     if kind == "params":
         sized = _match_params(base, _params(config, vocab_size), vocab_size, run)
     elif kind == "flops":

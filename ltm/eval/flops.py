@@ -60,9 +60,9 @@ def step_cost(cfg, vocab_size: int, batch: torch.Tensor) -> dict:
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            params, flops = _measure(cfg, vocab_size, batch, cfg.inner_steps)
-            early = min(cfg.early_inference_steps, cfg.max_steps) if cfg.early_inner_steps else 0
-            early_flops = _measure(cfg, vocab_size, batch, cfg.early_inner_steps)[1] if early else 0
+            params, flops = _measure(cfg, vocab_size, batch, cfg.inner.steps)
+            early = min(cfg.early.until, cfg.max_steps) if cfg.early.steps else 0
+            early_flops = _measure(cfg, vocab_size, batch, cfg.early.steps)[1] if early else 0
     finally:
         set_rng_state(saved)
     return {"params": int(params), "flops_per_step": flops,

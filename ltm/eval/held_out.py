@@ -69,10 +69,10 @@ def text_blocks(path: str, tokenizer, config):
     if not Path(path).exists():
         raise MissingFileError(f"data file {path} does not exist.")
     with _quiet_datasets():
-        docs = load_documents(path, config.text_field, Path(config.data_cache_dir()) / "hf",
-                              config.encoding)
+        docs = load_documents(path, config.data.text_field, Path(config.data_cache_dir()) / "hf",
+                              config.data.encoding)
     bos, eos, _ = special_ids(tokenizer)
-    return TokenBlocks(pack(tokenizer, docs, bos, eos, "tokenizing"), config.block_size)
+    return TokenBlocks(pack(tokenizer, docs, bos, eos, "tokenizing"), config.data.block_size)
 
 
 def held_out_blocks(config, tokenizer, data_file: str | None = None, split: str = "val"):
@@ -80,9 +80,9 @@ def held_out_blocks(config, tokenizer, data_file: str | None = None, split: str 
     run's own dataset (prepared again, and checked to give the checkpoint's tokenizer)."""
     if data_file:
         return text_blocks(data_file, tokenizer, config)
-    data = prepare_data(config.data_config(), config.data_cache_dir())
+    data = prepare_data(config.data, config.data_cache_dir())
     if data.tokenizer.to_str() != tokenizer.to_str():
-        raise DataError(f"the {config.dataset!r} data prepared here has another tokenizer than the "
+        raise DataError(f"the {config.data.dataset!r} data prepared here has another tokenizer than the "
                         f"checkpoint's (a changed corpus or library version); score a text file with "
                         f"--data instead.")
     return data.train if split == "train" else data.val

@@ -11,28 +11,50 @@ from __future__ import annotations
 
 import copy
 
+from ltm.training.config import ALIASES, COMPONENTS
+
 QUICK_BLOCK, QUICK_STEPS = 32, 12
-QUICK_COMMON = dict(vocab_size=512, block_size=QUICK_BLOCK, batch_size=8, max_steps=QUICK_STEPS,
-                    warmup_steps=2, eval_every=QUICK_STEPS, save_every=QUICK_STEPS, eval_batches=1,
-                    max_documents=40, keep_last=1)
+QUICK_COMMON = dict(batch_size=8, max_steps=QUICK_STEPS, eval_every=QUICK_STEPS, save_every=QUICK_STEPS,
+                    eval_batches=1, keep_last=1)
+QUICK_DATA = dict(vocab_size=512, block_size=QUICK_BLOCK, max_documents=40)
 QUICK_EVAL = dict(inner_steps=[0, 4], batches=1, iwae_samples=2, protocol_steps=4, long_fit=None)
 
 
+def nested(values: dict) -> dict:
+    """`values` (a run's or common's config mapping) with flat aliases moved into their sections
+    (`block_size` -> `data: {block_size}`), values as given."""
+    out: dict = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in ALIASES:
+            section, option = ALIASES[name].split(".")
+            out.setdefault(section, {})[option] = value
+        elif name in COMPONENTS and isinstance(value, dict):
+            out.setdefault(name, {}).update(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _scaled(section: dict, key: str, max_steps: int) -> None:
+    if section.get(key):
+        section[key] = max(1, section[key] * QUICK_STEPS // max_steps)
+
+
 def _shrink(values: dict, block_size: int, max_steps: int, n_head: int) -> None:
-    """Scale one run's (or common's) sizes in place."""
-    heads = values.get("n_head", n_head)
-    step = 2 * heads
+    """Scale one run's (or common's) sizes in place (`values` nested)."""
+    step = 2 * values.get("n_head", n_head)
     if "d_model" in values:
         values["d_model"] = max(2 * step, values["d_model"] // 4 // step * step)
-    if "d_ff" in values and values["d_ff"]:
+    if values.get("d_ff"):
         values["d_ff"] = max(16, values["d_ff"] // 4)
     if "n_layer" in values:
         values["n_layer"] = min(values["n_layer"], 2)
     if values.get("window"):
         values["window"] = max(2, values["window"] * QUICK_BLOCK // block_size)
-    for key in ("kl_warmup_steps", "early_inference_steps", "lr_decay_steps"):
-        if values.get(key):
-            values[key] = max(1, values[key] * QUICK_STEPS // max_steps)
+    _scaled(values.get("kl", {}), "warmup_steps", max_steps)
+    _scaled(values.get("early", {}), "until", max_steps)
+    _scaled(values.get("slow", {}), "decay_steps", max_steps)
     ltm = values.get("ltm")
     if isinstance(ltm, dict):
         if ltm.get("d_latent"):
@@ -44,14 +66,19 @@ def _shrink(values: dict, block_size: int, max_steps: int, n_head: int) -> None:
 def quick_comparison(data: dict) -> dict:
     """A copy of a comparison's mapping (as read from its YAML) shrunk as the module says."""
     data = copy.deepcopy(data)
-    common = dict(data.get("common") or {})
-    block, steps, heads = common.get("block_size", 128), common.get("max_steps", 500), common.get("n_head", 4)
+    common = nested(dict(data.get("common") or {}))
+    given = common.get("data", {})
+    block, steps = given.get("block_size", 128), common.get("max_steps", 500)
+    heads = common.get("n_head", 4)
     common.setdefault("n_layer", 2)
     common.setdefault("d_model", 128)
     _shrink(common, block, steps, heads)
     common.update(QUICK_COMMON)
+    common["data"] = {**given, **QUICK_DATA}
+    common["slow"] = {**common.get("slow", {}), "warmup_steps": 2}
     data["common"] = common
-    for run in data.get("runs") or []:
+    data["runs"] = [nested(run) if isinstance(run, dict) else run for run in data.get("runs") or []]
+    for run in data["runs"]:
         if isinstance(run, dict):
             _shrink(run, block, steps, heads)
     data["eval"] = {**(data.get("eval") or {}), **QUICK_EVAL}

@@ -48,7 +48,7 @@ def evaluate_run(run_dir: str | Path, settings, trust_code: bool | Collection[st
     seed, exact = settings.seed, bool(model.exact_nll)
     report = {"checkpoint": str(step_dir), "step": int(read_manifest(step_dir)["step"]),
               "model": config.model, "exact": exact, "settings": settings.to_dict(),
-              "data": {"dataset": config.dataset, "split": "val",
+              "data": {"dataset": config.data.dataset, "split": "val",
                        "blocks": sum(b.shape[0] for b in batches),
                        "tokens": sum(b[:, 1:].numel() for b in batches)}}
     prefix = settings.prefix_len or default_prefix_len(batches[0].shape[1])

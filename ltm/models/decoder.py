@@ -34,8 +34,18 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
 
-    def forward(self, x, cos, sin, mask, is_causal, latents=None, cache=None, layer=0, cells=None):
-        """x (B, T, D); or (n, D), the occupied `cells` of a (B, T) layout (no cross-attention)."""
+    def forward(self, x: torch.Tensor, *, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None, is_causal: bool, latents: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0, cells=None) -> torch.Tensor:
+        """x (B, T, D); or (n, D), the occupied `cells` of a (B, T) layout (no cross-attention).
+
+        Args:
+            cos, sin: RoPE tables of the queries' positions.
+            mask, is_causal: The self-attention mask (True = may attend), or is_causal with none.
+            latents: This layer's slice of the latent vectors (B, N_z/L, D_z), with cross-attention.
+            cache, layer: The KV cache and the layer index it stores this block's keys under.
+            cells: `ltm.models.attention.Cells`: x holds only the occupied cells of a layout.
+        """
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer, cells)
         if self.cross is not None:
             x = x + self.cross(self.cross_norm(x), latents)
@@ -105,12 +115,24 @@ class Decoder(nn.Module):
             mask, is_causal = causal_mask(T, start + T, self.cfg.window, x.device)
         else:
             mask, is_causal = attn_mask, False
-        slices = self._latent_slices(latents, B)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, is_causal, slices[layer], cache, layer)
+        x = self.run_blocks(x, cos=cos, sin=sin, mask=mask, is_causal=is_causal,
+                            latents=self._latent_slices(latents, B), cache=cache)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
+
+    def run_blocks(self, x: torch.Tensor, *, cos: torch.Tensor, sin: torch.Tensor,
+                   mask: torch.Tensor | None, is_causal: bool, latents: list | None = None,
+                   cache: KVCache | None = None, cells=None, first_layer: int = 0) -> torch.Tensor:
+        """The layer loop: every block in turn on x (B, T, D) (or the n occupied `cells`, (n, D)),
+        before the final norm; the cache's layer index of block i is `first_layer + i` (a looped
+        stack runs the blocks again under new indices). Keyword arguments as `Block.forward`;
+        `latents` holds one slice per layer."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos=cos, sin=sin, mask=mask, is_causal=is_causal,
+                      latents=None if latents is None else latents[i], cache=cache,
+                      layer=first_layer + i, cells=cells)
+        return x
 
     def _latent_slices(self, latents: torch.Tensor | None, batch: int) -> list:
         cfg = self.cfg

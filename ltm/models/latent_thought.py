@@ -100,10 +100,6 @@ class LatentThoughtModel(Family):
                         obs=targets)
         return z
 
-    def forward(self, tokens: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (B, T, V) of `tokens` (B, T) given thoughts (B, N, D)."""
-        return self.decoder(tokens, latents=latents)
-
     def full_logits(self, tokens: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(tokens, latents=latents)  # (B, T, V); the decoder checks the shape
 

@@ -45,14 +45,6 @@ def grid_mask(q_pos: torch.Tensor, q_level: int, k_pos: torch.Tensor, k_level: t
     return mask if mask.dim() == 2 else mask[:, None]  # (T, S) or (B, 1, T, S)
 
 
-def level_major_mask(n_tokens: int, level: int) -> torch.Tensor:
-    """Mask (T, (k+1) T) of level k's queries over levels 0..k stored level-major (no pruning)."""
-    t = torch.arange(n_tokens)
-    k_pos = t.repeat(level + 1)  # ((k+1) T,)
-    k_level = torch.arange(level + 1).repeat_interleave(n_tokens)  # ((k+1) T,)
-    return grid_mask(t, level, k_pos, k_level)
-
-
 def pack_index(active: torch.Tensor) -> torch.Tensor:
     """Per row, the tokens of a level laid out for attention, active ones first in token order.
 
@@ -85,8 +77,8 @@ def packed_hidden_states(decoder, x: torch.Tensor, slots: torch.Tensor, position
     cells = Cells(slots.nonzero(as_tuple=True), tuple(slots.shape))  # n cells of (B, N)
     cos = decoder.rope_cos[positions][:, None]  # (B, 1, N, hd/2)
     sin = decoder.rope_sin[positions][:, None]  # (B, 1, N, hd/2)
-    for layer, block in enumerate(decoder.blocks):
-        x = block(x, cos, sin, attn_mask, False, None, cache, layer, cells)  # (n, D)
+    x = decoder.run_blocks(x, cos=cos, sin=sin, mask=attn_mask, is_causal=False, cache=cache,
+                           cells=cells)  # (n, D)
     cache.advance(slots.shape[1])
     return decoder.norm(x)  # (n, D)
 

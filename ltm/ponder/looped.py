@@ -68,8 +68,8 @@ class LoopedDecoder(TokenLevelFamily):
         cos, sin = dec.rope_cos[positions], dec.rope_sin[positions]  # (T, hd/2) each
         mask, is_causal = causal_mask(T, start + T, cfg.window, x.device)
         for loop in range(self.loops):
-            for i, block in enumerate(dec.blocks):
-                x = block(x, cos, sin, mask, is_causal, None, cache, loop * cfg.n_layer + i)
+            x = dec.run_blocks(x, cos=cos, sin=sin, mask=mask, is_causal=is_causal, cache=cache,
+                               first_layer=loop * cfg.n_layer)
         if cache is not None:
             cache.advance(T)
         return dec.norm(x)  # (B, T, D)

@@ -23,14 +23,9 @@ token slot's input is `embed(x) * sqrt(2.5 D)`, RMS 1 at initialisation and free
 `embed_scale="rmsnorm"` uses a learned RMSNorm (`token_norm`) instead, which pins the input RMS to
 its gain. J is drawn from {2, 3} per training step, as in the paper's code.
 
-Measured (issue 9; enwiki excerpt, BPE 2048, d 128, 2 layers, block 64, batch 16, 300 steps; exact
-held-out nats/token): vanilla 5.486; K=1 with "rmsnorm" and J=3 6.220 (seed 1: 6.215), with the
-published recipe 6.018 (seed 1: 5.790). The Jacobi path matches the exact thoughts to 1e-4 nats
-from J=2, so training and evaluation agree. The gap is a longer stay on the unigram plateau: there
-the final hidden state is the same vector at every position (pairwise cosine 0.99), so the thought
-slot, which alone predicts, gets the token only through attention. `thought_skip=True` (not in the
-paper) adds the token's input to its thought slots and removes the delay (5.507 at 200 steps
-against vanilla's 5.588; 5.407 at 300 with "rmsnorm", 5.534 with "published").
+`thought_skip=True` (not in the paper) adds the token's input to its thought slots, so the thought
+slot, which alone predicts, does not get its token only through attention. Measurements of these
+options are in the README (Model families) and results/.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ class StochasticPonderLM2(PonderLM2):
                  **kwargs):
         if thoughts < 1:
             raise ConfigError(f"StochasticPonderLM2 needs thoughts >= 1, got {thoughts}.")
-        # unchanged by issue 9 (measured on PonderLM2 only): normed embeddings, J fixed
+        # this family keeps normed embeddings and a fixed J (PonderLM2's defaults follow the paper)
         kwargs.setdefault("embed_scale", "rmsnorm")
         kwargs.setdefault("max_jacobi_sweeps", None)
         super().__init__(decoder, thoughts=thoughts, **kwargs)

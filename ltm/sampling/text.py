@@ -38,10 +38,10 @@ def generate_text(model, tokenizer, config, prompts: list[str] | None = None, *,
     ids = [encode(tokenizer, p, bos=True) for p in prompts] if prompts else None
     longest = max(map(len, ids)) if ids else 1
     if max_new_tokens is None:
-        max_new_tokens = config.block_size - longest
+        max_new_tokens = config.data.block_size - longest
         if max_new_tokens < 1:
             raise DataError(f"the prompt has {longest} tokens (with BOS) but the model's block_size is "
-                            f"{config.block_size}; shorten the prompt.")
+                            f"{config.data.block_size}; shorten the prompt.")
     k = config.eval_steps if inner_steps is None else inner_steps
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                               top_p=top_p, seed=seed, eos_id=eos)

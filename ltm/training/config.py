@@ -1,12 +1,21 @@
 """`TrainConfig`: the one dataclass behind the CLI flags, config files and saved `config.json`.
 
-Every shared field is a flag (`inner_steps` -> `--inner-steps`), a key of a YAML/JSON config file
-and a key of the `config.json` saved with each checkpoint. Each model family adds a nested section
-named after it, holding its own options (`ltm.models.Family.Options`):
+Every shared field is a flag (`max_steps` -> `--max-steps`), a key of a YAML/JSON config file and a
+key of the `config.json` saved with each checkpoint. Each component of a run reads its own section,
+its own dataclass unchanged (`COMPONENTS`): the inner loop (`inner`: `InnerLoopConfig`), early
+inference (`early`), the KL control (`kl`), the slow optimiser (`slow`: `SlowConfig`) and the data
+(`data`: `DataConfig`). Each model family adds a section named after it, holding its own options
+(`ltm.models.Family.Options`):
 
+    inner:
+      steps: 4             # on the command line: --inner.steps 4 (or its alias --inner-steps 4)
     model: ponderlm2
     ponderlm2:
       thoughts: 2          # on the command line: --ponderlm2.thoughts 2
+
+An option added to a component's dataclass is a flag, a config key and a saved value at once.
+The flat names of earlier versions (`inner_steps`, `fast_lr`, `dataset`, `lr`, ...) stay valid as
+aliases (`ALIASES`), on the command line, in config files and in old checkpoints.
 
 Every registered family's section is always present (at its defaults unless given); the run uses
 the section of its `model`. Precedence: defaults < `--config` file < command-line flags.
@@ -39,15 +48,22 @@ YAML_HEADER = ("# An ltm training configuration, every key written out by python
                "# (each is explained by --help). Run it with python -m ltm.train --config FILE; flags given\n"
                "# on the command line override it.\n")
 
-# Flat keys of earlier versions and where each lives now (a config file naming one is told so).
-MOVED_KEYS = {
-    "n_latent": ("ltm.n_latent",), "d_latent": ("ltm.d_latent",),
-    "thoughts": ("ponderlm2.thoughts", "ponderlm2_stochastic.thoughts", "pause.pauses"),
-    "jacobi_sweeps": ("ponderlm2.jacobi_sweeps", "ponderlm2_stochastic.jacobi_sweeps"),
-    "max_jacobi_sweeps": ("ponderlm2.max_jacobi_sweeps",), "loops": ("looped.loops",),
-    "ponder_passes": ("ponderlm.passes",), "max_latent_steps": ("adaptive_cot.max_steps",),
-    "halt_lambda": ("adaptive_cot.halt_lambda",), "halt_beta": ("adaptive_cot.halt_beta",),
-    "prune_threshold": ("adaptive_cot.prune_threshold",),
+# The components' sections: each is the component's own dataclass, read by it unchanged.
+COMPONENTS = {"inner": InnerLoopConfig, "early": EarlyInference, "kl": KLControl, "slow": SlowConfig,
+              "data": DataConfig}
+# Flat names (flags, config keys, old checkpoints) and the option each stands for.
+ALIASES = {
+    "inner_steps": "inner.steps", "fast_lr": "inner.lr", "fast_optimizer": "inner.optimizer",
+    "fast_schedule": "inner.schedule", "reuse_noise": "inner.reuse_noise",
+    "accumulate_decoder_grads": "inner.accumulate_decoder_grads",
+    "early_inner_steps": "early.steps", "early_inference_steps": "early.until",
+    "free_bits": "kl.free_bits", "kl_warmup_steps": "kl.warmup_steps",
+    "lr": "slow.lr", "weight_decay": "slow.weight_decay", "beta1": "slow.beta1", "beta2": "slow.beta2",
+    "warmup_steps": "slow.warmup_steps", "lr_decay_steps": "slow.decay_steps",
+    "min_lr_ratio": "slow.min_lr_ratio", "grad_clip": "slow.grad_clip",
+    "dataset": "data.dataset", "text_field": "data.text_field", "encoding": "data.encoding",
+    "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "block_size": "data.block_size",
+    "val_fraction": "data.val_fraction", "max_documents": "data.max_documents", "data_seed": "data.seed",
 }
 
 
@@ -57,6 +73,13 @@ def _f(default, help: str, section: str):
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _component(name: str, title: str, **defaults):
+    """A component's section: an instance of `COMPONENTS[name]` (looked up when it is made, so a
+    subclass registered there is used everywhere) with the run's `defaults`, and its help title."""
+    return field(default_factory=lambda: COMPONENTS[name](**defaults),
+                 metadata={"section": None, "title": title})
 
 
 @dataclass
@@ -82,52 +105,20 @@ class TrainConfig:
     guide: str | None = _f(None, "guide (approximate posterior): registry name or module:Class (none: "
                            "the family's default)", "model")
     guide_kwargs: dict = _f({}, "keyword arguments of the guide, as JSON", "model")
-    # inner (fast) loop
-    inner_steps: int = _f(4, "inner steps K fitting q(z|x) per training batch", "inner loop")
-    fast_lr: float = _f(0.3, "fast (inner-loop) learning rate", "inner loop")
-    fast_optimizer: str = _f("adam", "fast optimiser: adam, adamw (the published code's), sgd or natgrad "
-                             "(SGD along q's natural gradient)", "inner loop")
-    fast_schedule: str = _f("cosine", "inner-loop lr schedule: constant, cosine or linear", "inner loop")
-    reuse_noise: bool = _f(False, "reuse one noise draw for all inner steps (published code)", "inner loop")
-    accumulate_decoder_grads: bool = _f(
-        False, "accumulate decoder grads over the inner trajectory (published code)", "inner loop")
-    eval_inner_steps: int | None = _f(None, "inner steps K at validation (none: --inner-steps)",
-                                      "inner loop")
-    # against posterior collapse (training objective only; every reported bound is the true ELBO)
-    free_bits: float = _f(0.0, "KL floor in nats per latent vector, batch-averaged, in the training "
-                          "objective (Kingma et al. 2016; 0: off)", "posterior collapse")
-    kl_warmup_steps: int = _f(0, "KL weight rises linearly from 0 to 1 over N outer steps (0: off)",
-                              "posterior collapse")
-    early_inner_steps: int | None = _f(None, "inner steps K during the first "
-                                       "--early-inference-steps outer steps (He et al. 2019's "
-                                       "aggressive inference as a budget; none: off)",
-                                       "posterior collapse")
-    early_inference_steps: int = _f(0, "outer steps that use --early-inner-steps", "posterior collapse")
-    # data
-    dataset: str = _f("embedded", "'embedded' (stdlib docstrings), a local text file/dir or a hub name",
-                      "data")
-    text_field: str = _f("text", "text column of a hub or JSON dataset", "data")
-    encoding: str = _f("utf-8", "text encoding of local .txt, .json(l), .csv and .zip files (e.g. "
-                       "latin-1), or a comma list tried in order for each file (utf-8,latin-1)", "data")
-    tokenizer: str = _f("bpe", "'bpe' (train byte-level BPE) or a tokenizer.json path", "data")
-    vocab_size: int = _f(512, "BPE vocabulary size to train (a loaded tokenizer keeps its own)", "data")
-    block_size: int = _f(128, "tokens per training sequence", "data")
-    val_fraction: float = _f(0.05, "fraction of documents held out for validation", "data")
-    max_documents: int | None = _f(None, "use at most this many documents (none: all)", "data")
-    data_seed: int = _f(0, "seed of the train/validation document split", "data")
-    cache_dir: str | None = _f(None, "tokenizer/token cache (none: $LTM_CACHE or ~/.cache/ltm)", "data")
-    # slow (outer) optimiser
-    batch_size: int = _f(16, "sequences per training batch", "optimisation")
-    max_steps: int = _f(500, "outer (slow) steps to train for", "optimisation")
-    lr: float = _f(2e-3, "peak slow learning rate (AdamW)", "optimisation")
-    min_lr_ratio: float = _f(0.1, "final lr as a fraction of --lr", "optimisation")
-    lr_decay_steps: int | None = _f(None, "cosine horizon in steps (none: --max-steps)", "optimisation")
-    warmup_steps: int = _f(50, "linear lr warm-up steps", "optimisation")
-    weight_decay: float = _f(0.1, "AdamW weight decay on decoder matrices", "optimisation")
-    beta1: float = _f(0.9, "AdamW beta1", "optimisation")
-    beta2: float = _f(0.95, "AdamW beta2", "optimisation")
-    grad_clip: float = _f(1.0, "global gradient-norm clip of the slow step", "optimisation")
-    num_particles: int = _f(1, "noise draws averaged in the slow step's ELBO", "optimisation")
+    # the components' sections (flags --inner.steps, ...; config keys inner: {steps: ...}, ...)
+    inner: InnerLoopConfig = _component("inner", "inner loop: fitting q(z|x) per training batch",
+                                        steps=4, lr=0.3)
+    early: EarlyInference = _component("early", "early inference: a longer inner loop while the "
+                                       "decoder is young (against posterior collapse)")
+    kl: KLControl = _component("kl", "KL control in the training objective (against posterior "
+                               "collapse; every reported bound is the true ELBO)")
+    slow: SlowConfig = _component("slow", "slow (outer) optimiser", lr=2e-3, warmup_steps=50)
+    data: DataConfig = _component("data", "data")
+    eval_inner_steps: int | None = _f(None, "inner steps K at validation (none: --inner.steps)", "run")
+    cache_dir: str | None = _f(None, "tokenizer/token cache (none: $LTM_CACHE or ~/.cache/ltm)", "run")
+    batch_size: int = _f(16, "sequences per training batch", "run")
+    max_steps: int = _f(500, "outer (slow) steps to train for", "run")
+    num_particles: int = _f(1, "noise draws averaged in the slow step's ELBO", "run")
     # run
     out_dir: str = _f("runs/ltm-default", "run directory: metrics.jsonl and step_NNNNNN/ checkpoints",
                       "run")
@@ -166,8 +157,8 @@ class TrainConfig:
             (self.max_steps >= 1, "max_steps must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.eval_batches >= 1, "eval_batches must be >= 1"),
-            (min(self.eval_every, self.save_every, self.keep_last, self.warmup_steps, self.threads) >= 0,
-             "eval_every, save_every, keep_last, warmup_steps and threads must be >= 0"),
+            (min(self.eval_every, self.save_every, self.keep_last, self.threads) >= 0,
+             "eval_every, save_every, keep_last and threads must be >= 0"),
             (not (self.resume and self.init_from), "give either resume or init_from, not both"),
             (self.grad_accum >= 1 and self.dist_timeout > 0,
              "grad_accum must be >= 1 and dist_timeout > 0"),
@@ -175,20 +166,20 @@ class TrainConfig:
                                            f"'{self.precision}'"),
             (self.dist_backend in BACKENDS, f"dist_backend must be one of {', '.join(BACKENDS)}, got "
                                             f"'{self.dist_backend}'"),
-            (self.free_bits >= 0 and self.kl_warmup_steps >= 0 and self.early_inference_steps >= 0
-             and (self.early_inner_steps or 0) >= 0,
-             "free_bits, kl_warmup_steps, early_inner_steps and early_inference_steps must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{message}.")
-        check_numbers(self)
+        for name, cls in COMPONENTS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"config section '{name}' must be a {cls.__name__}, got "
+                                  f"{getattr(self, name)!r}.")
+            check_numbers(name, dataclasses.asdict(getattr(self, name)))
         self.sections = family_sections(self.model, self.sections)
         self.family.refuse_prior(self.prior, self.prior_kwargs)
-        remedies = [name for name, on in (("free_bits", self.free_bits > 0),
-                                          ("kl_warmup_steps", self.kl_warmup_steps > 0),
-                                          ("early_inner_steps", self.early_inner_steps is not None))
-                    if on]
+        remedies = [name for name, on in (("kl.free_bits", self.kl.free_bits > 0),
+                                          ("kl.warmup_steps", self.kl.warmup_steps > 0),
+                                          ("early.steps", self.early.steps is not None)) if on]
         if remedies and self.family.exact_nll:
             raise ConfigError(f"{', '.join(remedies)} act on the KL of a stochastic latent, and "
                               f"family {self.family.name} has none (its NLL is exact); drop them or "
@@ -211,40 +202,22 @@ class TrainConfig:
     def decoder_config(self, vocab_size: int) -> DecoderConfig:
         """The shared decoder shape (the family adds its own parts, e.g. the LTM's latents); the
         vocabulary comes from the tokenizer."""
-        return DecoderConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
+        return DecoderConfig(vocab_size=vocab_size, block_size=self.data.block_size, n_layer=self.n_layer,
                              n_head=self.n_head, d_model=self.d_model, d_ff=self.d_ff, window=self.window)
 
     @property
     def eval_steps(self) -> int:
-        """Inner steps K at validation and sampling: `eval_inner_steps`, else `inner_steps`."""
-        return self.inner_steps if self.eval_inner_steps is None else self.eval_inner_steps
+        """Inner steps K at validation and sampling: `eval_inner_steps`, else `inner.steps`."""
+        return self.inner.steps if self.eval_inner_steps is None else self.eval_inner_steps
 
     def inner_config(self, steps: int | None = None) -> InnerLoopConfig:
-        """Inner-loop settings, with `steps` in place of `inner_steps` when given."""
-        return InnerLoopConfig(steps=self.inner_steps if steps is None else steps, lr=self.fast_lr,
-                               optimizer=self.fast_optimizer, schedule=self.fast_schedule,
-                               reuse_noise=self.reuse_noise,
-                               accumulate_decoder_grads=self.accumulate_decoder_grads)
-
-    def kl_control(self) -> KLControl:
-        """Free bits and KL warm-up of the training objective."""
-        return KLControl(free_bits=self.free_bits, warmup_steps=self.kl_warmup_steps)
-
-    def early_inference(self) -> EarlyInference:
-        """The longer inner loop of the first outer steps."""
-        return EarlyInference(steps=self.early_inner_steps, until=self.early_inference_steps)
+        """The inner loop's section, with `steps` in place of its K when given."""
+        return self.inner if steps is None else dataclasses.replace(self.inner, steps=steps)
 
     def slow_config(self) -> SlowConfig:
-        return SlowConfig(lr=self.lr, weight_decay=self.weight_decay, betas=(self.beta1, self.beta2),
-                          warmup_steps=self.warmup_steps,
-                          max_steps=self.lr_decay_steps or self.max_steps,
-                          min_lr_ratio=self.min_lr_ratio, grad_clip=self.grad_clip)
-
-    def data_config(self) -> DataConfig:
-        return DataConfig(dataset=self.dataset, text_field=self.text_field, tokenizer=self.tokenizer,
-                          vocab_size=self.vocab_size, block_size=self.block_size,
-                          val_fraction=self.val_fraction, seed=self.data_seed,
-                          max_documents=self.max_documents, encoding=self.encoding)
+        """The slow optimiser's section, its cosine horizon the run's max_steps unless given."""
+        slow = self.slow
+        return slow if slow.decay_steps is not None else dataclasses.replace(slow, decay_steps=self.max_steps)
 
     def data_cache_dir(self) -> str:
         """`cache_dir`, else $LTM_CACHE, else $XDG_CACHE_HOME/ltm, else ~/.cache/ltm."""
@@ -254,10 +227,11 @@ class TrainConfig:
     # -- serialisation ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """The shared fields, then one nested dict per family section that has options."""
+        """The shared fields, the components' sections, then each family section that has options."""
         shared = {name: copy.deepcopy(getattr(self, name)) for name in SHARED_FIELDS}
+        components = {name: dataclasses.asdict(getattr(self, name)) for name in COMPONENTS}
         nested = {name: dataclasses.asdict(opts) for name, opts in self.sections.items() if fields(opts)}
-        return {**shared, **nested}
+        return {**shared, **components, **nested}
 
     def to_yaml(self) -> str:
         """The whole configuration as YAML (what `--print-config` prints and `--config` reads)."""
@@ -265,39 +239,67 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "the config") -> TrainConfig:
-        """Build from field names (dashes allowed) and family sections, checking every key."""
+        """Build from field names (dashes allowed, aliases too), the components' sections (options
+        not given keep the run's defaults) and family sections, checking every key."""
         values = coerce_values(values, source)
         shared = {k: v for k, v in values.items() if k in SHARED_FIELDS}
-        return cls(**shared, sections={k: v for k, v in values.items() if k not in SHARED_FIELDS})
+        defaults = {f.name: f.default_factory() for f in fields(cls) if f.name in COMPONENTS}
+        components = {}
+        for name in COMPONENTS:
+            given = values.get(name, {})
+            check_numbers(name, given)
+            try:
+                components[name] = dataclasses.replace(defaults[name], **given)
+            except ValueError as err:  # the component's own check
+                raise ConfigError(f"{name}: {err}") from None
+        sections = {k: v for k, v in values.items() if k not in SHARED_FIELDS and k not in COMPONENTS}
+        return cls(**shared, **components, sections=sections)
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-SHARED_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "sections")
+SHARED_FIELDS = tuple(f.name for f in fields(TrainConfig)
+                      if f.name != "sections" and f.name not in COMPONENTS)
+_ALIAS_OF = {place: alias for alias, place in ALIASES.items()}  # "slow.lr" -> "lr"
 
-# Real-valued fields and the range each must lie in (every one must also be finite).
+# Real-valued options and the range each must lie in (every one must also be finite).
 NUMBER_RANGES = {
-    "lr": ("> 0", lambda v: v > 0), "fast_lr": ("> 0", lambda v: v > 0),
-    "min_lr_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
-    "weight_decay": (">= 0", lambda v: v >= 0), "grad_clip": ("> 0", lambda v: v > 0),
-    "beta1": ("in [0, 1)", lambda v: 0 <= v < 1), "beta2": ("in [0, 1)", lambda v: 0 <= v < 1),
-    "free_bits": (">= 0", lambda v: v >= 0), "val_fraction": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "slow.lr": ("> 0", lambda v: v > 0), "inner.lr": ("> 0", lambda v: v > 0),
+    "slow.min_lr_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "slow.weight_decay": (">= 0", lambda v: v >= 0), "slow.grad_clip": ("> 0", lambda v: v > 0),
+    "slow.beta1": ("in [0, 1)", lambda v: 0 <= v < 1), "slow.beta2": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "kl.free_bits": (">= 0", lambda v: v >= 0), "data.val_fraction": ("in [0, 1)", lambda v: 0 <= v < 1),
 }
 
 
-def check_numbers(cfg: TrainConfig) -> None:
-    """Refuse a learning rate (or other real-valued setting) that is NaN, infinite or out of range.
+def key_name(place: str) -> str:
+    """A config key as a user may know it: 'inner.lr (fast_lr)' for an aliased option."""
+    alias = _ALIAS_OF.get(place)
+    return f"{place} ({alias})" if alias else place
+
+
+def flag_for(place: str) -> str:
+    """How a user names an option: `--lr (--slow.lr)` for an aliased one, else `--inner.steps`."""
+    flag = "--" + place.replace("_", "-")
+    alias = _ALIAS_OF.get(place)
+    return f"--{alias.replace('_', '-')} ({flag})" if alias else flag
+
+
+def check_numbers(section: str, values: dict) -> None:
+    """Refuse a learning rate (or other real-valued option of `section`) that is NaN, infinite or
+    out of range.
 
     Raises:
         ConfigError: naming the flag (and the config key), the range and the value given.
     """
-    for name, (bound, ok) in NUMBER_RANGES.items():
-        value = getattr(cfg, name)
-        if not (math.isfinite(value) and ok(value)):
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} must be a finite number {bound} ('{name}' in a config file), "
-                              f"got {value}.")
+    for name, value in values.items():
+        place = f"{section}.{name}"
+        if place in NUMBER_RANGES and isinstance(value, (int, float)):
+            bound, ok = NUMBER_RANGES[place]
+            if not (math.isfinite(value) and ok(value)):
+                raise ConfigError(f"{flag_for(place)} must be a finite number {bound} ('{place}' in a "
+                                  f"config file), got {value}.")
 
 
 def family_sections(model: str, given: dict) -> dict:
@@ -349,15 +351,21 @@ def coerce_values(values: dict, source: str) -> dict:
     out = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
-        if name in MOVED_KEYS:
-            section, option = MOVED_KEYS[name][0].split(".")
-            flag = f"--{section}.{option}".replace("_", "-")
-            raise ConfigError(f"key '{key}' in {source} has moved into its family's config section: "
-                              f"{' or '.join(MOVED_KEYS[name])} (in a file a nested section such as "
-                              f"'{section}: {{{option}: {value}}}', on the command line {flag} {value}).")
-        known = list(SHARED_FIELDS) + list(FAMILIES)
+        known = list(SHARED_FIELDS) + list(COMPONENTS) + list(ALIASES) + list(FAMILIES)
         if name in SHARED_FIELDS:
             out.update(coerce_fields(TrainConfig, {name: value}, source))
+            continue
+        if name in ALIASES:
+            section, option = ALIASES[name].split(".")
+            given = coerce_fields(COMPONENTS[section], {option: value}, source, f"{section}.")
+            out[section] = {**out.get(section, {}), **given}
+            continue
+        if name in COMPONENTS:
+            if not (value is None or isinstance(value, dict)):
+                raise ConfigError(f"config section '{key}' in {source} must be a mapping of its "
+                                  f"options, e.g. '{name}: {{option: value}}'; got {value!r}.")
+            given = coerce_fields(COMPONENTS[name], value or {}, source, f"{name}.")
+            out[name] = {**out.get(name, {}), **given}
             continue
         if name == "sections" or not (value is None or isinstance(value, dict)):
             if name in FAMILIES:
@@ -375,7 +383,8 @@ def coerce_values(values: dict, source: str) -> dict:
 
 
 def merge_values(base: dict, override: dict) -> dict:
-    """`base` updated by `override`, family sections merged option by option."""
+    """`base` updated by `override`, the components' and families' sections merged option by option
+    (both as returned by `coerce_values` or `TrainConfig.to_dict`)."""
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in SHARED_FIELDS:

@@ -1,6 +1,6 @@
 """The training loop: data, model, guide and the dual-rate optimiser; metrics, validation, checkpoints.
 
-    trainer = Trainer(TrainConfig(max_steps=100, out_dir="runs/x"))
+    trainer = Trainer(TrainConfig.from_dict({"max_steps": 100, "out_dir": "runs/x", "inner_steps": 8}))
     trainer.train()  # -> the final validation `ElboBound` (`PrefixPredictive` for a guide without a density)
 
 Resuming (`resume="auto"` or a checkpoint path) restores the parameters, the slow optimiser and its
@@ -10,6 +10,7 @@ never stopped. Validation runs inside its own seeded RNG fork and never disturbs
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import time
@@ -106,17 +107,18 @@ class Trainer:
         self._check_out_dir(resume_dir)
         if cfg.resume == "auto" and resume_dir is None:
             self.log(f"resume auto: no checkpoint in {self.out_dir} yet; starting a new run")
-        if init_dir is not None and cfg.tokenizer == "bpe":  # keep the token ids the weights know
+        if init_dir is not None and cfg.data.tokenizer == "bpe":  # keep the token ids the weights know
             read_manifest(init_dir, (TOKENIZER_FILE,))
-            cfg = self.cfg = cfg.replace(tokenizer=str(init_dir / TOKENIZER_FILE))
+            data = dataclasses.replace(cfg.data, tokenizer=str(init_dir / TOKENIZER_FILE))
+            cfg = self.cfg = cfg.replace(data=data)
             self.log(f"init-from: using the tokenizer of {init_dir}")
         pyro.set_rng_seed(cfg.seed)
         self.data = self._prepare_data()
         self.model = build_model(cfg, self.data.vocab_size).to(self.device)
         self.guide = build_run_guide(cfg, self.model).to(self.device)
         self.opt = DualRateOptimizer(self.model, self.guide, cfg.inner_config(), cfg.slow_config(),
-                                     num_particles=cfg.num_particles, kl_control=cfg.kl_control(),
-                                     early=cfg.early_inference(), micro_batches=cfg.grad_accum)
+                                     num_particles=cfg.num_particles, kl_control=cfg.kl,
+                                     early=cfg.early, micro_batches=cfg.grad_accum)
         if cfg.compile:
             compile_decoder(self.model)
         self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)
@@ -142,7 +144,7 @@ class Trainer:
         cfg = self.cfg
         if not self.dist.is_main:
             self.dist.barrier("data preparation on rank 0")
-        data = prepare_data(cfg.data_config(), cfg.data_cache_dir())
+        data = prepare_data(cfg.data, cfg.data_cache_dir())
         if self.dist.is_main:
             self.dist.barrier("data preparation on rank 0")
         return data
@@ -348,10 +350,10 @@ class Trainer:
             self.metrics.truncate_after(self.step)
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocab {self.data.vocab_size}, "
-                 f"{len(self.data.train)} train / {len(self.data.val)} val blocks of {cfg.block_size} "
-                 f"tokens{'' if self.model.exact_nll else f', K={cfg.inner_steps}'}; {self.precision}"
+                 f"{len(self.data.train)} train / {len(self.data.val)} val blocks of {cfg.data.block_size} "
+                 f"tokens{'' if self.model.exact_nll else f', K={cfg.inner.steps}'}; {self.precision}"
                  f"{self._scale_note()}; writing {self.out_dir}")
-        tokens_per_step = cfg.batch_size * cfg.block_size
+        tokens_per_step = cfg.batch_size * cfg.data.block_size
         bound, started, rows, shard = None, time.perf_counter(), self.dist.rows(cfg.batch_size), self._shard()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main), unit="step",
                    dynamic_ncols=True)

@@ -13,7 +13,7 @@ from ltm.families import FAMILIES
 from ltm.models import LTMOptions
 from ltm.ponder.ponderlm2 import PonderLM2Options
 from ltm.train import main
-from ltm.training.config import TrainConfig, load_config_file
+from ltm.training.config import COMPONENTS, TrainConfig, load_config_file
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -28,7 +28,10 @@ def test_every_field_and_family_option_is_a_flag_with_help(capsys):
         main(["--help"])
     help_text = capsys.readouterr().out
     for f in dataclasses.fields(TrainConfig):
-        if f.name != "sections":
+        if f.name in COMPONENTS:  # a section: one flag per option of its dataclass
+            for option in dataclasses.fields(COMPONENTS[f.name]):
+                assert f"--{f.name}.{option.name.replace('_', '-')}" in help_text
+        elif f.name != "sections":
             assert "--" + f.name.replace("_", "-") in help_text
             assert f.metadata["help"]
     for name, family in FAMILIES.items():
@@ -43,7 +46,7 @@ def test_flags_override_the_file_option_by_option(tmp_path):
                     "ponderlm2: {thoughts: 3, jacobi_sweeps: 5}\n")
     cfg = _config(["--config", str(path), "--inner-steps", "2", "--no-progress", "--window", "none",
                    "--guide-kwargs", '{"init_scale": 0.5}', "--ponderlm2.thoughts", "2"])
-    assert (cfg.inner_steps, cfg.lr, cfg.window, cfg.progress) == (2, 3e-4, None, False)
+    assert (cfg.inner.steps, cfg.slow.lr, cfg.window, cfg.progress) == (2, 3e-4, None, False)
     assert cfg.prior_kwargs == {"num_components": 3} and cfg.guide_kwargs == {"init_scale": 0.5}
     assert cfg.sections["ponderlm2"] == PonderLM2Options(thoughts=2, jacobi_sweeps=5)
 
@@ -104,21 +107,48 @@ def test_bad_value_names_the_key(tmp_path):
         load_config_file(path)
 
 
-@pytest.mark.parametrize("key, place", [("n_latent", "ltm.n_latent"), ("thoughts", "pause.pauses"),
-                                        ("ponder_passes", "ponderlm.passes")])
-def test_a_moved_key_names_its_new_place(tmp_path, key, place):
-    path = tmp_path / "old.yaml"
-    path.write_text(f"{key}: 2\n")
-    with pytest.raises(ConfigError, match=rf"key '{key}' in {path} has moved .*{place}"):
-        load_config_file(path)
+def test_an_alias_is_its_option_in_files_flags_and_old_checkpoints(tmp_path):
+    path = tmp_path / "flat.yaml"
+    path.write_text("inner_steps: 7\nlr: 0.01\nblock_size: 48\ndata_seed: 3\n")
+    cfg = TrainConfig.from_dict(load_config_file(path))
+    assert (cfg.inner.steps, cfg.slow.lr, cfg.data.block_size, cfg.data.seed) == (7, 0.01, 48, 3)
+    assert cfg.inner.lr == 0.3  # the run's default for the options not given
+    nested = TrainConfig.from_dict({"inner": {"steps": 7}, "slow": {"lr": 0.01},
+                                    "data": {"block_size": 48, "seed": 3}})
+    assert nested == cfg
+    args = build_parser("t").parse_args(["--inner-steps", "5", "--slow.lr", "0.02", "--block-size", "64"])
+    flags = TrainConfig.from_dict(given_values(args))
+    assert (flags.inner.steps, flags.slow.lr, flags.data.block_size) == (5, 0.02, 64)
 
 
-def test_a_moved_flag_names_its_new_flag(capsys):
-    with pytest.raises(SystemExit):
-        main(["--thoughts", "2"])
-    err = capsys.readouterr().err
-    assert "--thoughts has moved into its family's options: use --ponderlm2.thoughts" in err
-    assert "--pause.pauses" in err
+def test_adding_an_inner_loop_option_touches_one_dataclass(monkeypatch, tmp_path):
+    """A subclass of the inner loop's dataclass with one more field: it is a config key, a flag and a
+    saved value, with nothing else edited."""
+    from dataclasses import dataclass
+
+    from ltm.inference import InnerLoopConfig
+    from ltm.training import config as config_module
+
+    @dataclass
+    class WithMomentum(InnerLoopConfig):
+        """The inner loop, and one more option.
+
+        Attributes:
+            momentum: SGD momentum of the fast steps.
+        """
+
+        momentum: float = 0.0
+
+    monkeypatch.setitem(config_module.COMPONENTS, "inner", WithMomentum)
+    path = tmp_path / "c.yaml"
+    path.write_text("inner:\n  momentum: 0.9\n")
+    assert TrainConfig.from_dict(load_config_file(path)).inner.momentum == 0.9
+    parser = build_parser("t")
+    assert "--inner.momentum" in parser.format_help() and "SGD momentum" in parser.format_help()
+    cfg = TrainConfig.from_dict(given_values(parser.parse_args(["--inner.momentum", "0.5"])))
+    assert isinstance(cfg.inner, WithMomentum) and cfg.inner.momentum == 0.5 and cfg.inner.steps == 4
+    assert cfg.to_dict()["inner"]["momentum"] == 0.5
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # and back from config.json
 
 
 def test_a_family_with_its_own_prior_refuses_another(capsys):
@@ -129,9 +159,10 @@ def test_a_family_with_its_own_prior_refuses_another(capsys):
 
 
 def test_converters():
-    cfg = TrainConfig(d_model=64, n_head=4, inner_steps=3, fast_lr=0.2, fast_schedule="linear",
-                      reuse_noise=True, lr=1e-3, max_steps=50, lr_decay_steps=40, block_size=48,
-                      vocab_size=400, max_documents=10, sections={"ltm": {"n_latent": 4, "d_latent": 16}})
+    cfg = TrainConfig.from_dict(dict(
+        d_model=64, n_head=4, inner_steps=3, fast_lr=0.2, fast_schedule="linear", reuse_noise=True,
+        lr=1e-3, max_steps=50, lr_decay_steps=40, block_size=48, vocab_size=400, max_documents=10,
+        ltm={"n_latent": 4, "d_latent": 16}))
     assert cfg.options == LTMOptions(n_latent=4, d_latent=16)
     dec = cfg.decoder_config(vocab_size=123)
     assert (dec.vocab_size, dec.d_model, dec.n_latent, dec.block_size) == (123, 64, 0, 48)
@@ -139,14 +170,15 @@ def test_converters():
     assert (inner.steps, inner.lr, inner.schedule, inner.reuse_noise) == (3, 0.2, "linear", True)
     assert cfg.inner_config(9).steps == 9
     slow = cfg.slow_config()
-    assert (slow.lr, slow.max_steps, slow.betas) == (1e-3, 40, (0.9, 0.95))
-    data = cfg.data_config()
+    assert (slow.lr, slow.decay_steps, slow.beta1, slow.beta2) == (1e-3, 40, 0.9, 0.95)
+    assert TrainConfig.from_dict({"max_steps": 30}).slow_config().decay_steps == 30  # none: the run's
+    data = cfg.data
     assert (data.block_size, data.vocab_size, data.max_documents, data.dataset) == (48, 400, 10, "embedded")
 
 
 def test_config_json_roundtrip():
-    cfg = TrainConfig(prior="mixture", prior_kwargs={"num_components": 2}, window=None,
-                      sections={"adaptive_cot": {"max_steps": 2}})
+    cfg = TrainConfig.from_dict({"prior": "mixture", "prior_kwargs": {"num_components": 2}, "window": None,
+                                 "adaptive_cot": {"max_steps": 2}})
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -160,5 +192,5 @@ def test_default_yaml_is_everything_print_config_writes(capsys):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_parses(path):
     cfg = TrainConfig.from_dict(load_config_file(path))
-    cfg.decoder_config(vocab_size=cfg.vocab_size)
-    cfg.inner_config(), cfg.slow_config(), cfg.data_config()
+    cfg.decoder_config(vocab_size=cfg.data.vocab_size)
+    cfg.inner_config(), cfg.slow_config()

@@ -60,7 +60,7 @@ def _hand_k0_bound(run, draws: int, batches: int = 2, seed: int = 0) -> dict:
     from ltm.training.checkpoint import load_checkpoint
 
     model, _, config = load_checkpoint(run)
-    data = prepare_data(config.data_config(), config.data_cache_dir())
+    data = prepare_data(config.data, config.data_cache_dir())
     shape = tuple(model.prior.event_shape)
     torch.manual_seed(seed)
     total, tokens = 0.0, 0
@@ -99,7 +99,7 @@ def test_vanilla_prefix_predictive_is_its_perplexity(capsys, tmp_path, tmp_path_
     model, _, config = load_checkpoint(run)
     from ltm.data import prepare_data
 
-    data = prepare_data(config.data_config(), config.data_cache_dir())
+    data = prepare_data(config.data, config.data_cache_dir())
     with torch.no_grad():
         nll = [F.cross_entropy(model.decoder(b[:, :-1])[:, 9:].transpose(1, 2), b[:, 10:], reduction="sum")
                for b in data.val.fixed_batches(config.batch_size, 2)]

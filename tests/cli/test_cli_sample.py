@@ -47,8 +47,8 @@ def test_api_conditional_and_unconditional(tmp_path_factory):
     assert len(prior) == 2 and all(isinstance(t, str) for t in prior)
     with pytest.raises(ValueError, match="give a prompt"):
         generate_text(model, tokenizer, config, None)
-    long_prompt = "the cat " * config.block_size
-    assert len(encode(tokenizer, long_prompt)) > config.block_size
+    long_prompt = "the cat " * config.data.block_size
+    assert len(encode(tokenizer, long_prompt)) > config.data.block_size
     with pytest.raises(ValueError, match="shorten the prompt"):
         generate_text(model, tokenizer, config, [long_prompt])
 

@@ -164,10 +164,11 @@ def test_early_inference_steps_are_counted_at_their_own_cost():
     from ltm.training.config import TrainConfig
 
     base = dict(d_model=16, n_layer=1, n_head=2, block_size=8, max_steps=10, inner_steps=1,
-                sections={"ltm": {"n_latent": 2, "d_latent": 4}})
+                ltm={"n_latent": 2, "d_latent": 4})
     batch = torch.randint(0, 32, (2, 9))  # (B, T+1)
-    plain = step_cost(TrainConfig(**base), 32, batch)
-    early = step_cost(TrainConfig(**base, early_inner_steps=5, early_inference_steps=4), 32, batch)
+    plain = step_cost(TrainConfig.from_dict(base), 32, batch)
+    early = step_cost(TrainConfig.from_dict({**base, "early_inner_steps": 5, "early_inference_steps": 4}),
+                      32, batch)
     assert plain["training_flops"] == 10 * plain["flops_per_step"]
     assert early["flops_per_step"] == plain["flops_per_step"]
     assert early["training_flops"] > plain["training_flops"]  # 4 steps at 5 inner steps, 6 at 1
@@ -178,7 +179,7 @@ def test_the_evaluation_fit_may_differ_from_the_training_one():
     from ltm.eval.comparison import EvalSettings
     from ltm.training.config import TrainConfig
 
-    cfg = TrainConfig(fast_optimizer="adam", fast_lr=0.3)
+    cfg = TrainConfig.from_dict({"fast_optimizer": "adam", "fast_lr": 0.3})
     own = EvalSettings().inner(cfg, 16)
     assert (own.optimizer, own.lr, own.steps) == ("adam", 0.3, 16)
     settings = EvalSettings(inner_loop={"optimizer": "sgd", "lr": 0.1})

@@ -15,7 +15,7 @@ from ltm.compare import main
 from ltm.core.errors import ConfigError
 from ltm.eval import controls
 from ltm.eval.comparison import parse_comparison
-from ltm.eval.controls import control_values, decode_flops_per_token
+from ltm.eval.controls import control_values, decode_flops_per_token, with_values
 from ltm.eval.flops import step_cost
 from ltm.training.build import build_model
 from ltm.training.config import TrainConfig
@@ -46,7 +46,7 @@ LTM = dict(model="ltm", inner_steps=2, ltm={"n_latent": 2, "d_latent": 16})
 def test_the_params_control_is_within_2_percent(batch):
     run = config(**LTM)
     sized = control_values("params", run, VOCAB, batch)
-    control = run.replace(**sized.values)
+    control = with_values(run, sized.values)
     assert control.model == "vanilla" and control.window == run.window
     assert abs(params(control) / params(run) - 1) <= 0.02
     assert sized.achieved == params(control) and sized.target == params(run)
@@ -55,7 +55,7 @@ def test_the_params_control_is_within_2_percent(batch):
 def test_the_flops_control_is_within_10_percent_at_the_same_tokens(batch):
     run = config(**{**LTM, "inner_steps": 4})
     sized = control_values("flops", run, VOCAB, batch)
-    control = run.replace(**sized.values)
+    control = with_values(run, sized.values)
     mine, theirs = (step_cost(c, VOCAB, batch)["training_flops"] for c in (run, control))
     assert abs(theirs / mine - 1) <= 0.10
     assert control.max_steps == run.max_steps and control.batch_size == run.batch_size
@@ -65,7 +65,7 @@ def test_the_flops_control_is_within_10_percent_at_the_same_tokens(batch):
 def test_the_inference_flops_control_of_a_token_level_family(batch):
     run = config(model="ponderlm2", ponderlm2={"thoughts": 2})
     sized = control_values("inference_flops", run, VOCAB, batch)
-    control = run.replace(**sized.values)
+    control = with_values(run, sized.values)
     mine, theirs = (decode_flops_per_token(c, VOCAB, batch) for c in (run, control))
     assert abs(theirs / mine - 1) <= 0.10
 
@@ -75,7 +75,7 @@ def test_the_fixed_latent_control_trains_with_kl_zero(batch, tmp_path):
     from ltm.training.build import build_run_guide
 
     run = config(**LTM)
-    control = run.replace(**control_values("fixed_latent", run, VOCAB, batch).values)
+    control = with_values(run, control_values("fixed_latent", run, VOCAB, batch).values)
     assert (control.prior, control.guide, control.model) == ("delta", "prior", "ltm")
     model = build_model(control, VOCAB)
     opt = DualRateOptimizer(model, build_run_guide(control, model), control.inner_config(),

@@ -62,13 +62,13 @@ def test_latent_continuation_and_truncation(tmp_path_factory):
     model, guide, tok, config = _load(shared_run(tmp_path_factory))
     inner = config.inner_config(2)
     long_ctx = encode(tok, "the cat sat on a mat and the dog ran to the big red house " * 8, bos=True)
-    assert len(long_ctx) > config.block_size  # truncated from the left to fit the block
+    assert len(long_ctx) > config.data.block_size  # truncated from the left to fit the block
     cont = encode(tok, " the small blue car")
     lp, greedy = scoring.continuation_logprob(model, guide, long_ctx, cont, inner, num_samples=4, seed=1)
     assert math.isfinite(lp) and lp < 0 and isinstance(greedy, bool)
     again = scoring.continuation_logprob(model, guide, long_ctx, cont, inner, num_samples=4, seed=1)
     assert again == (lp, greedy)  # seeded
-    keep = config.block_size + 1 - len(cont)  # context tokens that fit beside the continuation
+    keep = config.data.block_size + 1 - len(cont)  # context tokens that fit beside the continuation
     by_hand = scoring.continuation_logprob(model, guide, long_ctx[-keep:], cont, inner, num_samples=4,
                                            seed=1)
     assert by_hand == (lp, greedy)  # the context was cut from the left ...
@@ -76,7 +76,7 @@ def test_latent_continuation_and_truncation(tmp_path_factory):
                                              seed=1)
     assert right_cut[0] != pytest.approx(lp, abs=1e-6)  # ... and not from the right
     whole = scoring.sequence_logprob(model, guide, long_ctx, inner, num_samples=2, seed=5)
-    tail = long_ctx[-(config.block_size + 1):]
+    tail = long_ctx[-(config.data.block_size + 1):]
     assert whole < 0 and whole == scoring.sequence_logprob(model, guide, tail, inner, num_samples=2, seed=5)
     with pytest.raises(ValueError, match="block_size"):
         scoring.continuation_logprob(model, guide, long_ctx[:2], long_ctx, inner)

@@ -51,7 +51,7 @@ def _trained_ltm(train, n_latent: int, d_latent: int, steps: int) -> LatentThoug
     torch.manual_seed(0)
     ltm = LatentThoughtModel.build(_config(n_latent=n_latent, d_latent=d_latent))
     opt = DualRateOptimizer(ltm, LocalGaussianGuide(), InnerLoopConfig(steps=4, lr=0.5),
-                            SlowConfig(lr=3e-2, warmup_steps=5, max_steps=steps, weight_decay=0.0))
+                            SlowConfig(lr=3e-2, warmup_steps=5, decay_steps=steps, weight_decay=0.0))
     for batch in train[: steps * 32].split(32):
         opt.step(batch)
     return ltm.eval()

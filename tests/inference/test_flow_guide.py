@@ -202,7 +202,7 @@ def topic_model():
                         n_latent=2, d_latent=4)
     ltm = LatentThoughtModel.build(cfg)
     opt = DualRateOptimizer(ltm, build_guide("gaussian"), INNER,
-                            SlowConfig(lr=3e-2, warmup_steps=5, max_steps=40, weight_decay=0.0))
+                            SlowConfig(lr=3e-2, warmup_steps=5, decay_steps=40, weight_decay=0.0))
     with _one_thread():
         for batch in train.split(32):
             opt.step(batch)

@@ -111,13 +111,13 @@ def test_early_inference_runs_the_longer_budget_first():
 @pytest.mark.parametrize("flag", [{"free_bits": 0.5}, {"kl_warmup_steps": 10}, {"early_inner_steps": 8}])
 def test_remedies_are_refused_for_a_family_without_a_latent(flag):
     with pytest.raises(ConfigError, match="family vanilla has none"):
-        TrainConfig(model="vanilla", **flag)
-    TrainConfig(model="ltm", **flag)  # accepted where there is a KL
+        TrainConfig.from_dict({"model": "vanilla", **flag})
+    TrainConfig.from_dict({"model": "ltm", **flag})  # accepted where there is a KL
 
 
 def test_remedies_are_off_by_default():
     cfg = TrainConfig()
-    assert not cfg.kl_control().active and cfg.early_inference().budget(0, 4) == 4
+    assert not cfg.kl.active and cfg.early.budget(0, 4) == 4
 
 
 @pytest.mark.parametrize("guide", ["delta", "langevin"])

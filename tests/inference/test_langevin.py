@@ -154,7 +154,7 @@ def test_the_slow_step_trains_on_minus_log_joint(tiny_ltm_2d):
     tiny_ltm_2d.train()
     guide = LangevinGuide(step_size=0.01, mala=True)
     opt = DualRateOptimizer(tiny_ltm_2d, guide, InnerLoopConfig(steps=3),
-                            SlowConfig(lr=1e-2, warmup_steps=0, max_steps=2))
+                            SlowConfig(lr=1e-2, warmup_steps=0, decay_steps=2))
     tokens = torch.randint(0, 16, (4, 17))  # (B, T+1)
     result = opt.step(tokens)
     z = guide.locals["z"]  # (B, 1, 2): the sample the slow step used

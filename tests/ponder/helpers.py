@@ -44,7 +44,7 @@ def assert_elbo_is_cross_entropy(family, tokens: torch.Tensor) -> None:
 def train_losses(family, steps: int = 12, lr: float = 1e-2) -> list[float]:
     """Dual-rate steps (empty inner loop) on one repeated batch; the per-token losses."""
     opt = DualRateOptimizer(family, EmptyGuide(), InnerLoopConfig(steps=0),
-                            SlowConfig(lr=lr, warmup_steps=0, max_steps=steps, weight_decay=0.0))
+                            SlowConfig(lr=lr, warmup_steps=0, decay_steps=steps, weight_decay=0.0))
     tokens = batch(4)
     return [opt.step(tokens).loss for _ in range(steps)]
 

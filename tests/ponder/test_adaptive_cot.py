@@ -12,7 +12,7 @@ from ltm.inference.dual_rate import DualRateOptimizer
 from ltm.inference.guides import EmptyGuide
 from ltm.models import Decoder, DecoderConfig
 from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
-from ltm.ponder.grid import GridCache, grid_mask, level_major_mask
+from ltm.ponder.grid import GridCache, grid_mask
 from ltm.sampling import SamplingConfig, decode
 from ltm.training.build import build_model
 from ltm.training.config import TrainConfig
@@ -35,7 +35,7 @@ def eager_router(fam: AdaptiveLatentCoT, bias: float = 1.0) -> AdaptiveLatentCoT
 
 def optimizer(fam, steps: int, lr: float = 3e-3) -> DualRateOptimizer:
     return DualRateOptimizer(fam, EmptyGuide(), InnerLoopConfig(steps=0),
-                             SlowConfig(lr=lr, warmup_steps=0, max_steps=steps, weight_decay=0.0))
+                             SlowConfig(lr=lr, warmup_steps=0, decay_steps=steps, weight_decay=0.0))
 
 
 def hand_logits(fam: AdaptiveLatentCoT, inputs: torch.Tensor) -> torch.Tensor:
@@ -64,6 +64,14 @@ def hand_logits(fam: AdaptiveLatentCoT, inputs: torch.Tensor) -> torch.Tensor:
 def hand_ce(fam, tokens):
     logits = hand_logits(fam, tokens[:, :-1])  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1), reduction="sum")
+
+
+def level_major_mask(n_tokens: int, level: int) -> torch.Tensor:
+    """Mask (T, (k+1) T) of level k's queries over levels 0..k stored level-major (no pruning)."""
+    t = torch.arange(n_tokens)
+    k_pos = t.repeat(level + 1)  # ((k+1) T,)
+    k_level = torch.arange(level + 1).repeat_interleave(n_tokens)  # ((k+1) T,)
+    return grid_mask(t, level, k_pos, k_level)
 
 
 def test_grid_mask_is_token_and_level_causal():
@@ -194,8 +202,8 @@ def test_hard_positions_get_more_steps():
 
 def test_builder_and_sampler():
     options = dict(max_steps=2, halt_lambda=0.5, halt_beta=2.0, prune_threshold=0.3)
-    cfg = TrainConfig(model="adaptive_cot", d_model=32, n_layer=2, n_head=2, block_size=32,
-                      sections={"adaptive_cot": options})
+    cfg = TrainConfig.from_dict({"model": "adaptive_cot", "d_model": 32, "n_layer": 2, "n_head": 2,
+                                 "block_size": 32, "adaptive_cot": options})
     fam = eager_router(build_model(cfg, VOCAB))
     assert (fam.max_steps, fam.halt_lambda, fam.halt_beta, fam.prune_threshold) == (2, 0.5, 2.0, 0.3)
     prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]

@@ -76,14 +76,14 @@ def test_trains_on_a_repeated_batch():
     fam = tiny(2)
     tokens = torch.randint(0, VOCAB, (4, 13))  # (B, T+1)
     opt = DualRateOptimizer(fam, EmptyGuide(), InnerLoopConfig(steps=0),
-                            SlowConfig(lr=3e-3, warmup_steps=0, max_steps=30, weight_decay=0.0))
+                            SlowConfig(lr=3e-3, warmup_steps=0, decay_steps=30, weight_decay=0.0))
     losses = [opt.step(tokens).loss for _ in range(30)]
     assert losses[-1] < losses[0] - 0.5
 
 
 def test_builder_and_sampler():
-    cfg = TrainConfig(model="ponderlm", d_model=32, n_layer=2, n_head=2, block_size=32,
-                      sections={"ponderlm": {"passes": 2}})
+    cfg = TrainConfig.from_dict({"model": "ponderlm", "d_model": 32, "n_layer": 2, "n_head": 2,
+                                 "block_size": 32, "ponderlm": {"passes": 2}})
     fam = build_model(cfg, VOCAB)
     assert fam.passes == 2 and fam.decoder.cfg.n_latent == 0 and fam.cost_per_token == 3.0
     prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]

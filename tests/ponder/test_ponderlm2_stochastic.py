@@ -48,7 +48,7 @@ def test_elbo_with_the_thought_guide_matches_its_terms():
 def test_inner_loop_improves_the_posterior_and_the_model_trains():
     family = StochasticPonderLM2(tiny_decoder(), seq_len=T, thoughts=1)
     opt = DualRateOptimizer(family, ThoughtGuide(), InnerLoopConfig(steps=4, lr=0.05, reuse_noise=True),
-                            SlowConfig(lr=1e-2, warmup_steps=0, max_steps=10, weight_decay=0.0))
+                            SlowConfig(lr=1e-2, warmup_steps=0, decay_steps=10, weight_decay=0.0))
     tokens = batch(4)
     results = [opt.step(tokens) for _ in range(10)]
     assert results[0].inner_losses[-1] < results[0].inner_losses[0]

@@ -100,10 +100,10 @@ def test_a_stop_on_a_step_due_for_validation_validates_and_saves_once(tmp_path, 
 
     monkeypatch.setattr(trainer_module, "StopSignals", SignalAtStep3)
     corpus, cache = shared_paths(tmp_path_factory)
-    run = trainer_module.Trainer(TrainConfig(
+    run = trainer_module.Trainer(TrainConfig.from_dict(dict(
         dataset=str(corpus), cache_dir=str(cache), out_dir=str(tmp_path / "run"), vocab_size=300,
         block_size=32, d_model=32, n_layer=2, n_head=2, batch_size=8, max_steps=10, eval_every=3,
-        save_every=3, eval_batches=1, progress=False, sections={"ltm": {"n_latent": 2, "d_latent": 8}}))
+        save_every=3, eval_batches=1, progress=False, ltm={"n_latent": 2, "d_latent": 8})))
     with pytest.raises(Preempted, match="stopped at step 3"):
         run.train()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

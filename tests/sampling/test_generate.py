@@ -138,7 +138,7 @@ def test_conditional_output_continues_the_prompt():
     z = conditional_latents(ltm, [prompt], INNER, seed=0, posterior_mean=True)  # (1, 4, 16)
     assert decode(ltm, [prompt], cfg, z)[0] == out
     full = torch.tensor([prompt + out])  # (1, 11): the text is prompt + continuation
-    predicted = ltm(full[:, :-1], z).argmax(-1)[0, len(prompt) - 1:]  # (6,) teacher-forced greedy
+    predicted = ltm.full_logits(full[:, :-1], z).argmax(-1)[0, len(prompt) - 1:]  # (6,) greedy
     assert predicted.tolist() == out
 
 

@@ -30,7 +30,7 @@ def batches(n: int = 3) -> list[torch.Tensor]:
 def train(micro_batches: int, steps: list[torch.Tensor], **inner) -> tuple[dict, list]:
     model = tiny_ltm()
     opt = DualRateOptimizer(model, LocalGaussianGuide(), InnerLoopConfig(steps=3, lr=0.1, **inner),
-                            SlowConfig(lr=1e-3, warmup_steps=0, max_steps=10),
+                            SlowConfig(lr=1e-3, warmup_steps=0, decay_steps=10),
                             micro_batches=micro_batches)
     torch.manual_seed(5)
     results = [opt.step(b) for b in steps]

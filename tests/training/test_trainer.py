@@ -27,8 +27,8 @@ def cfg(tmp_path_factory, tmp_path):
                     block_size=32, d_model=32, n_layer=2, n_head=2, inner_steps=2, batch_size=8,
                     max_steps=6, warmup_steps=2, lr=3e-3, lr_decay_steps=6, eval_every=2, eval_batches=1,
                     save_every=3, keep_last=0, progress=False,
-                    sections={"ltm": {"n_latent": 2, "d_latent": 8}})
-        return TrainConfig(**{**base, **overrides})
+                    ltm={"n_latent": 2, "d_latent": 8})
+        return TrainConfig.from_dict({**base, **overrides})
 
     return make
 

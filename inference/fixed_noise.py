@@ -21,7 +21,7 @@ from torch.distributions.utils import _standard_normal
 from ltm.core.sites import LATENT_SITE
 
 NOISE_SITE = "z_noise"  # the standard-normal draw a guide freezes for reuse (B, N, D)
-_SHARDED_SITES = (LATENT_SITE, NOISE_SITE)
+_NOISE_SITES = (LATENT_SITE, NOISE_SITE)
 
 
 class ShardedNormal(dist.Normal):
@@ -100,7 +100,7 @@ class ShardNoise(Messenger):
         self.offset, self.rows = offset, rows
 
     def _process_message(self, msg) -> None:
-        if msg["type"] != "sample" or msg["name"] not in _SHARDED_SITES or msg["is_observed"] \
+        if msg["type"] != "sample" or msg["name"] not in _NOISE_SITES or msg["is_observed"] \
                 or msg["value"] is not None:
             return
         fn, parent = msg["fn"], None

@@ -21,7 +21,7 @@ def bench_parser(doc: str, **defaults) -> argparse.ArgumentParser:
     `defaults` (`d_model=128` gives `--d-model`, default 128) and always `--quick` (a smoke run)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     for name, default in defaults.items():
-        kind = type(default) if default is not None else str
+        kind = type(default) if default is not None else int  # None: an optional count
         ap.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
                         help=f"{HELP.get(name, name)} (default: {default})")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, few repeats")

@@ -31,8 +31,8 @@ class SlowConfig:
         beta1: AdamW beta1.
         beta2: AdamW beta2.
         warmup_steps: Linear learning-rate warm-up steps.
-        decay_steps: Cosine horizon in steps, after the warm-up down to min_lr_ratio x lr (none: no
-            decay; a training run uses its max_steps).
+        decay_steps: Cosine horizon in steps, after the warm-up down to min_lr_ratio x lr (none or
+            0: no decay; a training run uses its max_steps).
         min_lr_ratio: Final learning rate as a fraction of lr.
         grad_clip: Global gradient-norm clip of the slow step.
     """
@@ -47,8 +47,13 @@ class SlowConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.decay_steps == 0:  # "0" meant "the run's max_steps" in earlier versions' lr_decay_steps
+            self.decay_steps = None
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"the slow learning rate must be a finite number > 0, got {self.lr}.")
+        if self.warmup_steps < 0 or (self.decay_steps is not None and self.decay_steps < 0):
+            raise ConfigError(f"warmup_steps must be >= 0 and decay_steps >= 1 or none, got "
+                              f"{self.warmup_steps} and {self.decay_steps}.")
 
 
 @dataclass

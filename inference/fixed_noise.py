@@ -2,7 +2,7 @@
 a process's fresh draws the rows of the whole batch's draw.
 
     with ShardNoise(offset, rows):     # data parallel: this process holds rows [offset, offset+B)
-        loss = elbo.differentiable_loss(model, guide, tokens)
+        loss = elbo.differentiable_loss(family.model, pyro_guide(guide, family.prior), tokens)
 
 Under `ShardNoise` (a Pyro effect handler at the latent site "z" and at the frozen-noise site) a
 fresh Gaussian draw is made for all `rows` sequences of the global batch and this process keeps its
@@ -11,6 +11,8 @@ micro-batches. Applied in `DualRateOptimizer.step` and in `ltm.inference.data_pa
 """
 
 from __future__ import annotations
+
+import copy
 
 import pyro
 import pyro.distributions as dist
@@ -103,13 +105,15 @@ class ShardNoise(Messenger):
         if msg["type"] != "sample" or msg["name"] not in _NOISE_SITES or msg["is_observed"] \
                 or msg["value"] is not None:
             return
-        fn, parent = msg["fn"], None
+        wrappers, fn = [], msg["fn"]
         while hasattr(fn, "base_dist"):  # Independent, TransformedDistribution (the flow guide)
-            fn, parent = fn.base_dist, fn
+            wrappers.append(fn)
+            fn = fn.base_dist
         if type(fn) is not dist.Normal or fn.loc.dim() == 0:
             return
-        sharded = ShardedNormal(fn.loc, fn.scale, self.offset, self.rows)
-        if parent is None:
-            msg["fn"] = sharded
-        else:  # the wrappers are built afresh for every sample statement: swap their base in place
-            parent.base_dist = sharded
+        fn = ShardedNormal(fn.loc, fn.scale, self.offset, self.rows)
+        for wrapper in reversed(wrappers):  # shallow copies: the guide's own objects stay as they are
+            wrapper = copy.copy(wrapper)
+            wrapper.base_dist = fn
+            fn = wrapper
+        msg["fn"] = fn

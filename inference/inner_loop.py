@@ -115,10 +115,11 @@ def fit_local(family: ModelFamily, guide: LocalGuide, tokens: torch.Tensor, cfg:
         for k in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
-            if controlled:
-                loss = kl_control.loss(elbo.terms(family.model, q, tokens), step)
-            else:
-                loss = elbo.differentiable_loss(family.model, q, tokens)  # summed over sequences
+            with _divergence_named(k, cfg, family, guide):
+                if controlled:
+                    loss = kl_control.loss(elbo.terms(family.model, q, tokens), step)
+                else:
+                    loss = elbo.differentiable_loss(family.model, q, tokens)  # summed over sequences
             value = loss.item()  # the one host sync of the step
             _check_finite(value, k, cfg, family)
             if cfg.accumulate_decoder_grads:
@@ -173,7 +174,8 @@ def _unrolled_fit(family: ModelFamily, guide: LocalGuide, tokens: torch.Tensor, 
     with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
         for k in range(cfg.steps):
             lr = inner_lr(k, cfg.steps, cfg.lr, cfg.schedule)
-            loss = elbo.differentiable_loss(family.model, q, tokens)  # summed over sequences
+            with _divergence_named(k, cfg, family, guide):
+                loss = elbo.differentiable_loss(family.model, q, tokens)  # summed over sequences
             value = loss.item()
             _check_finite(value, k, cfg, family)
             names = list(guide.locals)
@@ -181,6 +183,19 @@ def _unrolled_fit(family: ModelFamily, guide: LocalGuide, tokens: torch.Tensor, 
             guide.locals = {n: guide.locals[n] - lr * g for n, g in zip(names, grads, strict=True)}
             losses.append(value)
     return losses
+
+
+@contextlib.contextmanager
+def _divergence_named(k: int, cfg: InnerLoopConfig, family: ModelFamily, guide: LocalGuide):
+    """With Pyro's argument checks on, a NaN in the local tensors or the weights is refused when a
+    distribution is built, before any loss exists: name the divergence as `_check_finite` does."""
+    try:
+        yield
+    except ValueError:
+        tensors = [*guide.locals.values(), *family.parameters()]
+        if all(bool(torch.isfinite(t).all()) for t in tensors):
+            raise
+        _check_finite(math.nan, k, cfg, family)
 
 
 def _check_finite(value: float, k: int, cfg: InnerLoopConfig, family: ModelFamily) -> None:

@@ -1,7 +1,10 @@
-"""How the command-line tools report a user's mistake: one `error: ...` sentence and its exit status.
+"""How the command-line tools run their work: one `error: ...` sentence and its exit status for a
+user's mistake, and Pyro's argument checks off.
 
 Only ltm's own user-error types (`ltm.core.errors.UserError`) are turned into one line; any other
-exception is a bug (in ltm or in code the user named) and keeps its traceback.
+exception is a bug (in ltm or in code the user named) and keeps its traceback. Pyro's shape and
+support checks cost host synchronisations on a GPU at every inner step; the tools run without
+them (the test suite runs the library with them on).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+
+import pyro
 
 from ltm.core.errors import Preempted, UserError
 
@@ -21,7 +26,8 @@ def report_user_errors(body: Callable[[], object]) -> int:
     With LTM_DEBUG=1 a user error propagates with its traceback instead.
     """
     try:
-        body()
+        with pyro.validation_enabled(False):
+            body()
         return 0
     except Preempted as stop:
         print(str(stop), file=sys.stderr)

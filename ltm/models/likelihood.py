@@ -1,7 +1,7 @@
 """The token likelihood as one fused cross-entropy, wrapped as a Pyro distribution.
 
     with MaterialisedLogits():   # score the "tokens" site through full (B, T, V) logits instead
-        loss = elbo.differentiable_loss(model, guide, tokens)
+        loss = elbo.differentiable_loss(family.model, pyro_guide(guide, family.prior), tokens)
 """
 
 from __future__ import annotations

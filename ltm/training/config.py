@@ -177,9 +177,9 @@ class TrainConfig:
             check_numbers(name, dataclasses.asdict(getattr(self, name)))
         self.sections = family_sections(self.model, self.sections)
         self.family.refuse_prior(self.prior, self.prior_kwargs)
-        remedies = [name for name, on in (("kl.free_bits", self.kl.free_bits > 0),
-                                          ("kl.warmup_steps", self.kl.warmup_steps > 0),
-                                          ("early.steps", self.early.steps is not None)) if on]
+        remedies = [flag_for(name) for name, on in (("kl.free_bits", self.kl.free_bits > 0),
+                                                    ("kl.warmup_steps", self.kl.warmup_steps > 0),
+                                                    ("early.steps", self.early.steps is not None)) if on]
         if remedies and self.family.exact_nll:
             raise ConfigError(f"{', '.join(remedies)} act on the KL of a stochastic latent, and "
                               f"family {self.family.name} has none (its NLL is exact); drop them or "
@@ -263,13 +263,18 @@ SHARED_FIELDS = tuple(f.name for f in fields(TrainConfig)
                       if f.name != "sections" and f.name not in COMPONENTS)
 _ALIAS_OF = {place: alias for alias, place in ALIASES.items()}  # "slow.lr" -> "lr"
 
-# Real-valued options and the range each must lie in (every one must also be finite).
+# Numeric options and the range each must lie in (a real one must also be finite; none is allowed
+# where the option's type allows it).
 NUMBER_RANGES = {
     "slow.lr": ("> 0", lambda v: v > 0), "inner.lr": ("> 0", lambda v: v > 0),
     "slow.min_lr_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
     "slow.weight_decay": (">= 0", lambda v: v >= 0), "slow.grad_clip": ("> 0", lambda v: v > 0),
     "slow.beta1": ("in [0, 1)", lambda v: 0 <= v < 1), "slow.beta2": ("in [0, 1)", lambda v: 0 <= v < 1),
     "kl.free_bits": (">= 0", lambda v: v >= 0), "data.val_fraction": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "inner.steps": (">= 0", lambda v: v >= 0), "early.steps": (">= 0", lambda v: v >= 0),
+    "early.until": (">= 0", lambda v: v >= 0), "kl.warmup_steps": (">= 0", lambda v: v >= 0),
+    "slow.warmup_steps": (">= 0", lambda v: v >= 0), "slow.decay_steps": (">= 0", lambda v: v >= 0),
+    "data.block_size": (">= 1", lambda v: v >= 1),
 }
 
 
@@ -298,8 +303,9 @@ def check_numbers(section: str, values: dict) -> None:
         if place in NUMBER_RANGES and isinstance(value, (int, float)):
             bound, ok = NUMBER_RANGES[place]
             if not (math.isfinite(value) and ok(value)):
-                raise ConfigError(f"{flag_for(place)} must be a finite number {bound} ('{place}' in a "
-                                  f"config file), got {value}.")
+                kind = "a whole number" if isinstance(value, int) else "a finite number"
+                raise ConfigError(f"{flag_for(place)} must be {kind} {bound} ('{place}' in a config "
+                                  f"file), got {value}.")
 
 
 def family_sections(model: str, given: dict) -> dict:
@@ -355,17 +361,22 @@ def coerce_values(values: dict, source: str) -> dict:
         if name in SHARED_FIELDS:
             out.update(coerce_fields(TrainConfig, {name: value}, source))
             continue
-        if name in ALIASES:
-            section, option = ALIASES[name].split(".")
-            given = coerce_fields(COMPONENTS[section], {option: value}, source, f"{section}.")
-            out[section] = {**out.get(section, {}), **given}
-            continue
-        if name in COMPONENTS:
-            if not (value is None or isinstance(value, dict)):
+        if name in ALIASES or name in COMPONENTS:
+            if name in ALIASES:
+                section, option = ALIASES[name].split(".")
+                raw = {option: value}
+            elif value is None or isinstance(value, dict):
+                section, raw = name, value or {}
+            else:
                 raise ConfigError(f"config section '{key}' in {source} must be a mapping of its "
                                   f"options, e.g. '{name}: {{option: value}}'; got {value!r}.")
-            given = coerce_fields(COMPONENTS[name], value or {}, source, f"{name}.")
-            out[name] = {**out.get(name, {}), **given}
+            given = coerce_fields(COMPONENTS[section], raw, source, f"{section}.")
+            before = out.setdefault(section, {})
+            clash = [o for o in given if o in before and before[o] != given[o]]
+            if clash:
+                raise ConfigError(f"{source} gives {section}.{clash[0]} twice, as {before[clash[0]]!r} "
+                                  f"and as {given[clash[0]]!r} (an alias and its section); keep one.")
+            before.update(given)
             continue
         if name == "sections" or not (value is None or isinstance(value, dict)):
             if name in FAMILIES:

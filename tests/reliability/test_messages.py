@@ -126,3 +126,32 @@ def test_auto_precision_can_be_forced_either_way(monkeypatch):
     monkeypatch.setenv(precision.AUTO_PRECISION_ENV, "fp16")
     with pytest.raises(ConfigError, match="LTM_AUTO_PRECISION='fp16' must be fp32 or bf16"):
         precision.resolve_precision("auto", cpu)
+
+
+def test_a_diverged_posterior_under_pyros_checks_is_blamed_on_the_fast_learning_rate():
+    """With Pyro's argument checks on (as in the tests), a NaN mean is refused while q is built,
+    before any loss exists: it is named as a divergence, not a raw ValueError."""
+    from ltm.inference.guides.gaussian import LocalGaussianGuide as Gaussian
+
+    class Diverged(Gaussian):
+        def init_locals(self, prior, tokens, start):
+            found = super().init_locals(prior, tokens, start)
+            found["loc"][0, 0, 0] = float("nan")
+            return found
+
+    model = LatentThoughtModel.build(DecoderConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2,
+                                                   d_model=16, n_latent=2, d_latent=4))
+    with pytest.raises(DivergedError, match=r"lower the fast learning rate \(--fast-lr"):
+        fit_local(model, Diverged(), torch.randint(0, 16, (2, 9)), InnerLoopConfig(steps=2))
+
+
+def test_an_alias_and_its_section_given_twice_differently_are_refused(tmp_path):
+    from ltm.training.config import TrainConfig, load_config_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text("inner_steps: 8\ninner: {steps: 4}\n")
+    with pytest.raises(ConfigError, match=r"gives inner.steps twice, as 8 and as 4"):
+        load_config_file(path)
+    path.write_text("inner_steps: 4\ninner: {steps: 4}\nearly_inner_steps: -3\n")  # the same: fine
+    with pytest.raises(ConfigError, match=r"--early-inner-steps \(--early.steps\) must be a whole number"):
+        TrainConfig.from_dict(load_config_file(path))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ltm.core.errors import ConfigError
-from ltm.inference import DualRateOptimizer, InnerLoopConfig, LocalGaussianGuide, SlowConfig
+from ltm.inference import DualRateOptimizer, InnerLoopConfig, LocalGaussianGuide, PriorGuide, SlowConfig
 from ltm.models import DecoderConfig, LatentThoughtModel
 from ltm.training import precision
 from ltm.training.precision import autocast, resolve_precision
@@ -27,9 +27,10 @@ def batches(n: int = 3) -> list[torch.Tensor]:
     return [torch.randint(0, 64, (8, 17), generator=g) for _ in range(n)]
 
 
-def train(micro_batches: int, steps: list[torch.Tensor], **inner) -> tuple[dict, list]:
+def train(micro_batches: int, steps: list[torch.Tensor], guide=LocalGaussianGuide,
+          **inner) -> tuple[dict, list]:
     model = tiny_ltm()
-    opt = DualRateOptimizer(model, LocalGaussianGuide(), InnerLoopConfig(steps=3, lr=0.1, **inner),
+    opt = DualRateOptimizer(model, guide(), InnerLoopConfig(steps=3, lr=0.1, **inner),
                             SlowConfig(lr=1e-3, warmup_steps=0, decay_steps=10),
                             micro_batches=micro_batches)
     torch.manual_seed(5)
@@ -37,7 +38,8 @@ def train(micro_batches: int, steps: list[torch.Tensor], **inner) -> tuple[dict,
     return copy.deepcopy(model.state_dict()), results
 
 
-@pytest.mark.parametrize("inner", [{}, {"reuse_noise": True, "accumulate_decoder_grads": True}])
+@pytest.mark.parametrize("inner", [{}, {"reuse_noise": True, "accumulate_decoder_grads": True},
+                                   {"guide": PriorGuide}])  # q = p: z drawn from the prior
 def test_micro_batches_equal_one_batch(inner):
     whole, a = train(1, batches(), **inner)
     split, b = train(4, batches(), **inner)

@@ -42,12 +42,15 @@ class Cells:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head causal self-attention with rotary position embeddings."""
+    """Multi-head causal self-attention with rotary position embeddings; grouped-query attention
+    when the config has fewer key/value heads than query heads (each key/value head then serves
+    n_head / n_kv_head query heads, in order, as Hugging Face's Llama does)."""
 
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
-        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        width = (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim  # queries, keys, values
+        self.qkv = nn.Linear(cfg.d_model, width, bias=cfg.attn_bias)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -56,17 +59,20 @@ class SelfAttention(nn.Module):
         """Attention of x (B, T, D); or, with `cells`, of x (n, D) = the n occupied cells of a
         (B, T) layout (the projections run on those rows alone; empty cells get zero queries,
         keys and values and their outputs are dropped). Returns the shape of x."""
-        qkv = self.qkv(x)  # (B, T, 3D) or (n, 3D)
+        qkv = self.qkv(x)  # (B, T, (H + 2 KV) hd) or (n, ...)
         if cells is not None:
-            qkv = qkv.new_zeros(*cells.layout, qkv.shape[-1]).index_put(cells.index, qkv)  # (B, T, 3D)
-        B, T, D3 = qkv.shape
-        q, k, v = qkv.view(B, T, 3, self.n_head, self.head_dim).transpose(1, 3).unbind(2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, hd)
+            qkv = qkv.new_zeros(*cells.layout, qkv.shape[-1]).index_put(cells.index, qkv)  # (B, T, ...)
+        B, T, _ = qkv.shape
+        H, KV, hd = self.n_head, self.n_kv_head, self.head_dim
+        q, k, v = qkv.view(B, T, H + 2 * KV, hd).transpose(1, 2).split((H, KV, KV), dim=1)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, hd), (B, KV, T, hd)
         if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, H, S, hd)
+            k, v = cache.update(layer, k, v)  # (B, KV, S, hd)
+        if KV < H:  # each key/value head serves H / KV query heads
+            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         y = y.transpose(1, 2)  # (B, T, H, hd)
-        return self.out(y.reshape(B, T, D3 // 3) if cells is None else y[cells.index].flatten(1))
+        return self.out(y.reshape(B, T, H * hd) if cells is None else y[cells.index].flatten(1))
 
 
 class CrossAttention(nn.Module):

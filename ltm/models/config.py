@@ -23,6 +23,13 @@ class DecoderConfig:
         window: Sliding self-attention window (tokens a query sees, itself included); None = full.
         rope_base: RoPE frequency base.
         norm_eps: RMSNorm epsilon.
+        n_kv_head: Key/value heads (grouped-query attention: each serves n_head / n_kv_head query
+            heads); None = n_head.
+        attn_bias: Biases on the query, key and value projections (Qwen2); none on the output.
+        tie_embeddings: The output head is the token embedding; False: a head of its own.
+        rope_scaling: Llama 3's RoPE frequency scaling, as in a Hugging Face config
+            ({"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+            "original_max_position_embeddings"}); None = plain RoPE.
     """
 
     vocab_size: int = 256
@@ -36,17 +43,25 @@ class DecoderConfig:
     window: int | None = None
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
+    n_kv_head: int | None = None
+    attn_bias: bool = False
+    tie_embeddings: bool = True
+    rope_scaling: dict | None = None
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
             self.d_ff = 16 * ((8 * self.d_model // 3 + 15) // 16)
         if self.d_latent is None:
             self.d_latent = self.d_model
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
         checks = [
             (self.vocab_size > 0, "vocab_size must be positive"),
             (self.block_size > 0, "block_size must be positive"),
             (self.n_layer > 0, "n_layer must be positive"),
             (self.d_model % self.n_head == 0, "d_model must be divisible by n_head"),
+            (self.n_kv_head >= 1 and self.n_head % self.n_kv_head == 0,
+             f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}"),
             ((self.d_model // self.n_head) % 2 == 0, "head width d_model/n_head must be even (RoPE)"),
             (self.n_latent >= 0, "n_latent must be >= 0"),
             (self.n_latent % self.n_layer == 0,

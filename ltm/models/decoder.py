@@ -61,7 +61,8 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        cos, sin = rope_tables(cfg.head_dim, cfg.block_size, cfg.rope_base)
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        cos, sin = rope_tables(cfg.head_dim, cfg.block_size, cfg.rope_base, cfg.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)  # (P, hd/2)
         self.register_buffer("rope_sin", sin, persistent=False)  # (P, hd/2)
         self.apply(self._init_weights)
@@ -77,7 +78,7 @@ class Decoder(nn.Module):
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for `batch_size` sequences of up to `max_len` slots."""
         p = self.embed.weight
-        return KVCache(self.cfg.n_layer, batch_size, self.cfg.n_head, self.cfg.head_dim,
+        return KVCache(self.cfg.n_layer, batch_size, self.cfg.n_kv_head, self.cfg.head_dim,
                        max_len or self.cfg.block_size, p.device, p.dtype)
 
     def hidden_states(self, tokens: torch.Tensor | None = None, *,
@@ -148,9 +149,14 @@ class Decoder(nn.Module):
                              f"(batch, n_latent, d_latent), got {got}.")
         return list(latents.split(cfg.latents_per_layer, dim=1))  # L x (B, N_z/L, D_z)
 
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The output head (V, D): the token embedding, or the head of its own when untied."""
+        return self.embed.weight if self.head is None else self.head.weight
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Tied-embedding output head: (B, T, D) -> (B, T, V)."""
-        return hidden @ self.embed.weight.T
+        """The output head: (B, T, D) -> (B, T, V)."""
+        return hidden @ self.head_weight.T
 
     def forward(self, tokens: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Next-token logits (B, T, V); keyword arguments as in `hidden_states`."""

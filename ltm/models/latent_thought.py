@@ -96,7 +96,7 @@ class LatentThoughtModel(Family):
                     f"site '{LATENT_SITE}' has shape {tuple(z.shape)} but the prior's event shape "
                     f"is {tuple(self.prior.event_shape)}; the guide must sample the same shape.")
             h = self.decoder.hidden_states(inputs, latents=z)  # (B, T, D)
-            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.embed.weight),
+            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.head_weight),
                         obs=targets)
         return z
 

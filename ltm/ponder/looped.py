@@ -76,7 +76,7 @@ class LoopedDecoder(TokenLevelFamily):
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         cfg, p = self.decoder.cfg, self.decoder.embed.weight
-        return KVCache(cfg.n_layer * self.loops, batch_size, cfg.n_head, cfg.head_dim, max_len,
+        return KVCache(cfg.n_layer * self.loops, batch_size, cfg.n_kv_head, cfg.head_dim, max_len,
                        p.device, p.dtype)
 
     def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:

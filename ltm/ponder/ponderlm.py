@@ -116,7 +116,7 @@ class PonderLM(TokenLevelFamily):
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
             h = self.ponder(inputs, record=True)  # (B, T, D)
-            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.embed.weight),
+            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.head_weight),
                         obs=targets)
         return h
 

@@ -197,7 +197,7 @@ class StochasticPonderLM2(PonderLM2):
             prior = ThoughtSequence(self, x)
             z = pyro.sample(LATENT_SITE, prior)  # (B, T*K, D)
             h = prior.means(z)[0][:, :, -1]  # (B, T, D): the last slot of each token predicts
-            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.embed.weight),
+            pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.head_weight),
                         obs=targets)
         return z
 

@@ -92,7 +92,7 @@ class TokenLevelFamily(Family):
         fused over `train_hidden` with a `tied_head`, else over the full `train_logits`."""
         if self.tied_head:
             h, thoughts = self.train_hidden(inputs)  # (B, T, D)
-            return TokenSequence.from_hidden(h, self.decoder.embed.weight), thoughts
+            return TokenSequence.from_hidden(h, self.decoder.head_weight), thoughts
         logits, thoughts = self.train_logits(inputs)  # (B, T, V)
         return TokenSequence(logits), thoughts
 

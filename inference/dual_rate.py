@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -35,6 +36,8 @@ class SlowConfig:
             0: no decay; a training run uses its max_steps).
         min_lr_ratio: Final learning rate as a fraction of lr.
         grad_clip: Global gradient-norm clip of the slow step.
+        new_lr: Peak learning rate of the parameters a pretrained decoder did not give (the
+            cross-attention to latents, a family's own parts, the prior); none: lr for all.
     """
 
     lr: float = 3e-4
@@ -45,12 +48,14 @@ class SlowConfig:
     decay_steps: int | None = None
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    new_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.decay_steps == 0:  # "0" meant "the run's max_steps" in earlier versions' lr_decay_steps
             self.decay_steps = None
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"the slow learning rate must be a finite number > 0, got {self.lr}.")
+        for lr in (self.lr, self.new_lr if self.new_lr is not None else self.lr):
+            if not (math.isfinite(lr) and lr > 0):
+                raise ConfigError(f"the slow learning rates must be finite numbers > 0, got {lr}.")
         if self.warmup_steps < 0 or (self.decay_steps is not None and self.decay_steps < 0):
             raise ConfigError(f"warmup_steps must be >= 0 and decay_steps >= 1 or none, got "
                               f"{self.warmup_steps} and {self.decay_steps}.")
@@ -97,17 +102,25 @@ class EarlyInference:
         return self.steps if self.steps is not None and step < self.until else default
 
 
-def slow_param_groups(family: ModelFamily, guide: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on decoder matrices; none on norms, the prior and guide globals."""
-    decay, no_decay = [], []
+def slow_param_groups(family: ModelFamily, guide: nn.Module, weight_decay: float,
+                      new_lr: float | None = None, pretrained: Collection[str] = ()) -> list[dict]:
+    """AdamW groups: decay on decoder matrices; none on norms, the prior and guide globals. With
+    `new_lr`, the parameters not named in `pretrained` (and the guide's) form groups of their own
+    at that learning rate; parameters that do not require grad (frozen) are left out."""
+    groups: dict[tuple[bool, bool], list] = {}  # (new, decayed) -> parameters
     for name, p in family.named_parameters():
         if not p.requires_grad:
             continue
-        is_prior = name.startswith("prior.")
-        (decay if p.dim() >= 2 and not is_prior else no_decay).append(p)
-    no_decay += [p for p in guide.parameters() if p.requires_grad]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        decayed = p.dim() >= 2 and not name.startswith("prior.")
+        groups.setdefault((new_lr is not None and name not in pretrained, decayed), []).append(p)
+    guide_params = [p for p in guide.parameters() if p.requires_grad]
+    groups.setdefault((new_lr is not None, False), []).extend(guide_params)
+    if new_lr is None:  # two groups, as checkpoints of earlier versions hold
+        return [{"params": groups.get((False, True), []), "weight_decay": weight_decay},
+                {"params": groups.get((False, False), []), "weight_decay": 0.0}]
+    return [{"params": params, "weight_decay": weight_decay if decayed else 0.0,
+             **({"lr": new_lr} if new else {})}
+            for (new, decayed), params in sorted(groups.items()) if params]
 
 
 class DualRateOptimizer:
@@ -130,12 +143,14 @@ class DualRateOptimizer:
         early: A longer inner loop while the decoder is young (default: none).
         micro_batches: Split each batch into this many micro-batches, fitted and backpropagated
             one after another, with one slow step (gradient accumulation; same result, less memory).
+        pretrained: Names of the family's parameters a pretrained decoder gave (trained at
+            `slow.lr`; the others at `slow.new_lr` when it is set).
     """
 
     def __init__(self, family: ModelFamily, guide: LocalGuide, inner: InnerLoopConfig | None = None,
                  slow: SlowConfig | None = None, num_particles: int = 1,
                  kl_control: KLControl | None = None, early: EarlyInference | None = None,
-                 micro_batches: int = 1):
+                 micro_batches: int = 1, pretrained: Collection[str] = ()):
         check_guide_fits_prior(guide, family.prior)
         self.family, self.guide = family, guide
         self.inner, self.slow = inner or InnerLoopConfig(), slow or SlowConfig()
@@ -150,7 +165,8 @@ class DualRateOptimizer:
         self.inner_elbo = LatentELBO()
         self.elbo = LatentELBO(num_particles=num_particles)
         self.optimizer = torch.optim.AdamW(
-            slow_param_groups(family, guide, self.slow.weight_decay), lr=self.slow.lr,
+            slow_param_groups(family, guide, self.slow.weight_decay, self.slow.new_lr, pretrained),
+            lr=self.slow.lr,
             betas=(self.slow.beta1, self.slow.beta2))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, self.slow.warmup_steps, self.slow.decay_steps,

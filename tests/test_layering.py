@@ -20,17 +20,17 @@ FOLDERS = {"ltm": "ltm", "inference": "ltm.inference", "priors": "ltm.priors"}  
 # Bottom to top. A module may import its own package and anything in a lower layer, nothing else.
 LAYERS = [
     ["ltm.core"],
+    ["ltm.data"],
     ["ltm.priors"],
     ["ltm.inference"],
     ["ltm.models"],
     ["ltm.ponder"],
     ["ltm.families"],
-    ["ltm.data"],
     ["ltm.training"],
     ["ltm.sampling"],
     ["ltm.eval"],
     ["ltm.cli"],
-    ["ltm.train", "ltm.sample", "ltm.evaluate", "ltm.compare"],
+    ["ltm.train", "ltm.sample", "ltm.evaluate", "ltm.compare", "ltm.export"],
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 FAMILY_FILES = ("ltm/ponder/", "ltm/models/latent_thought.py", "ltm/models/family.py")

@@ -3,7 +3,8 @@
 A trained tokenizer has the 256 byte symbols, the merges, and three special tokens
 `<|bos|>`, `<|eos|>`, `<|pad|>`. A loaded one (GPT-2, GPT-NeoX) keeps its vocabulary; its
 `<|endoftext|>` serves as both BOS and EOS, as those models were trained with it, and as PAD
-when it has no padding token (GPT-NeoX has `<|padding|>`).
+when it has no padding token (GPT-NeoX has `<|padding|>`); Llama's are `<s>` and `</s>`, Llama 3's
+`<|begin_of_text|>` and `<|end_of_text|>`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ SPECIAL_TOKENS = (BOS, EOS, PAD)
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte, plus the specials
 
 # Names other tokenizers use for the same roles, in order of preference.
-_BOS_NAMES = (BOS, "<|endoftext|>", "<s>", "[CLS]")
-_EOS_NAMES = (EOS, "<|endoftext|>", "</s>", "[SEP]")
+_BOS_NAMES = (BOS, "<|endoftext|>", "<s>", "<|begin_of_text|>", "[CLS]")
+_EOS_NAMES = (EOS, "<|endoftext|>", "</s>", "<|end_of_text|>", "[SEP]")
 _PAD_NAMES = (PAD, "<|padding|>", "<pad>", "[PAD]")
 
 

@@ -15,6 +15,7 @@ thoughts, plus what the tools around it need to know:
 | `initial_latents` | inner loop | a point guess of the thoughts that guides may start from |
 | `metrics` | trainer | extra numbers it logs after each step |
 | `cost_per_token` | benchmarks | its stated decode cost per token, as a multiple of vanilla |
+| `pretrained_names` | trainer | which parameters a pretrained decoder gives (`--freeze`, `--slow.new-lr`) |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 from ltm.core.errors import ConfigError
 from ltm.models.config import DecoderConfig
 from ltm.models.decoder import Decoder
+from ltm.models.hf_format import pretrained_names
 
 
 @dataclass
@@ -135,6 +137,11 @@ class Family(nn.Module):
             raise ConfigError(f"model '{self.name}' has no sequence-level latent to condition on; its "
                               f"thoughts are token-level. Score it with the fresh-noise ELBO or the "
                               f"importance-weighted bound instead.")
+
+    def pretrained_names(self) -> set[str]:
+        """Its parameters (as `named_parameters` names them) that a pretrained Llama-shaped decoder
+        gives: the decoder's, but for the cross-attention to latents; the rest are new."""
+        return {f"decoder.{name}" for name in pretrained_names(self.decoder.cfg)}
 
     # -- what the tools report -------------------------------------------------------------------
 

@@ -9,7 +9,15 @@ from ltm.training.config import TrainConfig
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> Family:
-    """The family `cfg.model` names, from the shared decoder shape, its section and the prior."""
+    """The family `cfg.model` names, from the shared decoder shape, its section and the prior.
+
+    Raises:
+        ConfigError: a tokenizer of more tokens than the embedding's `vocab_rows`.
+    """
+    if cfg.vocab_rows is not None and vocab_size > cfg.vocab_rows:
+        raise ConfigError(f"the tokenizer has {vocab_size} tokens but the model's embedding has "
+                          f"vocab_rows={cfg.vocab_rows} rows; use the tokenizer that came with the "
+                          f"weights (or a larger vocab_rows).")
     return cfg.family.from_config(cfg.decoder_config(vocab_size), cfg.options, cfg.prior,
                                   cfg.prior_kwargs)
 

@@ -36,6 +36,8 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from ltm.core.errors import CheckpointError, CheckpointSaveError, ConfigError
+from ltm.models.hf_format import HF_PREFIXES, decoder_state_from_hf
+from ltm.models.pretrained import EXPORT_KEY
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.config import TrainConfig
 from ltm.training.trusted_code import refuse_untrusted_code
@@ -44,6 +46,7 @@ from ltm.training.write_errors import RecordingWriter, failure_reason
 MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.json", "trainer_state.pt"
 TOKENIZER_FILE, MANIFEST_FILE, LATEST_FILE = "tokenizer.json", "manifest.json", "latest"
 FORMAT = "ltm-checkpoint/1"
+EXPORT_FORMAT = "ltm-hf-export/1"  # a Hugging Face folder written by ltm.export (ltm.training.hf_export)
 log = logging.getLogger(__name__)  # unconfigured, a warning prints as its bare message on stderr
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -200,8 +203,8 @@ def _save(run_dir: Path, step: int, model, config, tokenizer, trainer_state, gui
         tensors, aliases = weight_tensors(model, guide)
         safetensors.torch.save_file(tensors, str(tmp / MODEL_FILE),
                                     metadata={"format": FORMAT, "aliases": json.dumps(aliases)})
-        saved = {**config.to_dict(), "resume": None, "init_from": None, "overwrite": False,
-                 "trust_code": False}
+        saved = {**config.to_dict(), "resume": None, "init_from": None, "init_from_hf": None,
+                 "overwrite": False, "trust_code": False}
         (tmp / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")
         os.chmod(tmp / MODEL_FILE, (tmp / CONFIG_FILE).stat().st_mode)  # safetensors writes 0600
         with open(tmp / STATE_FILE, "wb", buffering=0) as raw:  # torch hides the OSError: keep it
@@ -293,6 +296,8 @@ def read_config(step_dir: Path, trust_code: bool | Collection[str] = False) -> T
         raise CheckpointError(f"{path} is not valid JSON ({err}); use an earlier step directory.") from None
     if not isinstance(values, dict):
         raise CheckpointError(f"{path} does not hold a config mapping; use an earlier step directory.")
+    if isinstance(values.get(EXPORT_KEY), dict):  # an exported Hugging Face folder: the run's config
+        values = values[EXPORT_KEY].get("train_config", {})
     refuse_untrusted_code(values, str(path), trust_code)
     try:
         return TrainConfig.from_dict(values, str(path))
@@ -312,7 +317,7 @@ def read_tokenizer(step_dir: Path) -> Tokenizer:
 def load_weights(step_dir: Path, model: nn.Module | None = None, guide: nn.Module | None = None) -> None:
     """Load `model` and/or `guide` (its globals) from `step_dir/model.safetensors`, checking shapes."""
     path = step_dir / MODEL_FILE
-    read_manifest(step_dir, (MODEL_FILE,))
+    manifest = read_manifest(step_dir, (MODEL_FILE,))
     try:
         tensors = safetensors.torch.load_file(str(path))
         with safetensors.safe_open(str(path), "pt") as f:
@@ -321,6 +326,13 @@ def load_weights(step_dir: Path, model: nn.Module | None = None, guide: nn.Modul
         raise CheckpointError(f"cannot read {path} ({err}); the file is corrupt or truncated; use "
                               f"an earlier step directory.") from None
     tensors.update({name: tensors[target] for name, target in aliases.items()})
+    if manifest.get("format") == EXPORT_FORMAT:  # the decoder's tensors under Hugging Face names
+        hf = [k for k in tensors if k.startswith(HF_PREFIXES)]
+        if model is not None:
+            decoder = decoder_state_from_hf(tensors, model.decoder.cfg, str(path))
+            tensors.update({f"decoder.{k}": v for k, v in decoder.items()})
+        for k in hf:
+            del tensors[k]
     modules = {"": model, "guide.": guide}
     for prefix, module in ((p, m) for p, m in modules.items() if m is not None):
         own = module.state_dict()
@@ -343,6 +355,9 @@ def load_weights(step_dir: Path, model: nn.Module | None = None, guide: nn.Modul
 
 def load_trainer_state(step_dir: Path) -> dict:
     path = step_dir / STATE_FILE
+    if read_manifest(step_dir).get("format") == EXPORT_FORMAT:
+        raise CheckpointError(f"{step_dir} is an exported model without optimiser state; it cannot be "
+                              f"resumed: start a run from its weights with --init-from {step_dir}.")
     read_manifest(step_dir, (STATE_FILE,))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

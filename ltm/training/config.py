@@ -51,6 +51,7 @@ YAML_HEADER = ("# An ltm training configuration, every key written out by python
 # The components' sections: each is the component's own dataclass, read by it unchanged.
 COMPONENTS = {"inner": InnerLoopConfig, "early": EarlyInference, "kl": KLControl, "slow": SlowConfig,
               "data": DataConfig}
+FREEZE = ("none", "decoder")  # --freeze: which pretrained weights stay fixed
 # Flat names (flags, config keys, old checkpoints) and the option each stands for.
 ALIASES = {
     "inner_steps": "inner.steps", "fast_lr": "inner.lr", "fast_optimizer": "inner.optimizer",
@@ -60,7 +61,7 @@ ALIASES = {
     "free_bits": "kl.free_bits", "kl_warmup_steps": "kl.warmup_steps",
     "lr": "slow.lr", "weight_decay": "slow.weight_decay", "beta1": "slow.beta1", "beta2": "slow.beta2",
     "warmup_steps": "slow.warmup_steps", "lr_decay_steps": "slow.decay_steps",
-    "min_lr_ratio": "slow.min_lr_ratio", "grad_clip": "slow.grad_clip",
+    "min_lr_ratio": "slow.min_lr_ratio", "grad_clip": "slow.grad_clip", "new_lr": "slow.new_lr",
     "dataset": "data.dataset", "text_field": "data.text_field", "encoding": "data.encoding",
     "tokenizer": "data.tokenizer", "vocab_size": "data.vocab_size", "block_size": "data.block_size",
     "val_fraction": "data.val_fraction", "max_documents": "data.max_documents", "data_seed": "data.seed",
@@ -98,6 +99,18 @@ class TrainConfig:
     n_head: int = _f(4, "attention heads per block", "model")
     d_ff: int | None = _f(None, "SwiGLU hidden width (none: 8/3 d_model)", "model")
     window: int | None = _f(None, "sliding self-attention window in tokens (none: full causal)", "model")
+    n_kv_head: int | None = _f(None, "key/value heads, grouped-query attention (none: n_head)", "model")
+    attn_bias: bool = _f(False, "biases on the query, key and value projections (Qwen2)", "model")
+    tie_embeddings: bool = _f(True, "the output head is the token embedding (false: a head of its own)",
+                              "model")
+    rope_base: float = _f(10000.0, "RoPE frequency base (rope_theta)", "model")
+    rope_scaling: dict | None = _f(None, "Llama 3 RoPE scaling, as JSON (none: plain RoPE)", "model")
+    norm_eps: float = _f(1e-5, "RMSNorm epsilon", "model")
+    vocab_rows: int | None = _f(None, "rows of the token embedding (none: the tokenizer's vocabulary; "
+                                "a pretrained checkpoint may have more)", "model")
+    freeze: str = _f("none", "decoder: keep the pretrained decoder's weights fixed and train only the "
+                     "parts a family adds (cross-attention, router, prior); none: train everything",
+                     "model")
     prior: str | None = _f(None, "prior over the thoughts: registry name or module:Class (none: the "
                            "family's own; taken by "
                            f"{', '.join(n for n, f in FAMILIES.items() if f.takes_prior)})", "model")
@@ -130,6 +143,9 @@ class TrainConfig:
     resume: str | None = _f(None, "continue a run exactly: 'auto' (latest in --out-dir) or a checkpoint",
                             "run")
     init_from: str | None = _f(None, "start from a checkpoint's weights only (fresh optimiser)", "run")
+    init_from_hf: str | None = _f(None, "start from a pretrained Hugging Face Llama or Qwen2 checkpoint "
+                                  "(a folder, or a hub id where the network allows): its shape, "
+                                  "weights and tokenizer", "run")
     overwrite: bool = _f(False, "start afresh in an --out-dir that already holds checkpoints", "run")
     trust_code: bool = _f(False, "on --resume, allow the checkpoint's config to name its model, prior or "
                           "guide by a module:Class path (importing it runs its code); paths given "
@@ -159,7 +175,9 @@ class TrainConfig:
             (self.eval_batches >= 1, "eval_batches must be >= 1"),
             (min(self.eval_every, self.save_every, self.keep_last, self.threads) >= 0,
              "eval_every, save_every, keep_last and threads must be >= 0"),
-            (not (self.resume and self.init_from), "give either resume or init_from, not both"),
+            (sum(map(bool, (self.resume, self.init_from, self.init_from_hf))) <= 1,
+             "give one of resume, init_from and init_from_hf"),
+            (self.freeze in FREEZE, f"freeze must be one of {', '.join(FREEZE)}, got '{self.freeze}'"),
             (self.grad_accum >= 1 and self.dist_timeout > 0,
              "grad_accum must be >= 1 and dist_timeout > 0"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got "
@@ -202,8 +220,12 @@ class TrainConfig:
     def decoder_config(self, vocab_size: int) -> DecoderConfig:
         """The shared decoder shape (the family adds its own parts, e.g. the LTM's latents); the
         vocabulary comes from the tokenizer."""
-        return DecoderConfig(vocab_size=vocab_size, block_size=self.data.block_size, n_layer=self.n_layer,
-                             n_head=self.n_head, d_model=self.d_model, d_ff=self.d_ff, window=self.window)
+        return DecoderConfig(vocab_size=self.vocab_rows or vocab_size, block_size=self.data.block_size,
+                             n_layer=self.n_layer, n_head=self.n_head, d_model=self.d_model,
+                             d_ff=self.d_ff, window=self.window, n_kv_head=self.n_kv_head,
+                             attn_bias=self.attn_bias, tie_embeddings=self.tie_embeddings,
+                             rope_base=self.rope_base, rope_scaling=self.rope_scaling,
+                             norm_eps=self.norm_eps)
 
     @property
     def eval_steps(self) -> int:
@@ -267,6 +289,7 @@ _ALIAS_OF = {place: alias for alias, place in ALIASES.items()}  # "slow.lr" -> "
 # where the option's type allows it).
 NUMBER_RANGES = {
     "slow.lr": ("> 0", lambda v: v > 0), "inner.lr": ("> 0", lambda v: v > 0),
+    "slow.new_lr": ("> 0", lambda v: v > 0),
     "slow.min_lr_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
     "slow.weight_decay": (">= 0", lambda v: v >= 0), "slow.grad_clip": ("> 0", lambda v: v > 0),
     "slow.beta1": ("in [0, 1)", lambda v: 0 <= v < 1), "slow.beta2": ("in [0, 1)", lambda v: 0 <= v < 1),

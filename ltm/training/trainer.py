@@ -28,6 +28,7 @@ from ltm.inference.bounds import default_prefix_len, fresh_noise_elbo, prefix_pr
 from ltm.inference.data_parallel import data_parallel
 from ltm.inference.diagnostics import diagnostics_skipped, posterior_diagnostics
 from ltm.inference.dual_rate import Shard
+from ltm.models.pretrained import load_pretrained, read_hf_weights
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.checkpoint import (
     LATEST_FILE,
@@ -50,6 +51,7 @@ from ltm.training.distributed import check_world, init_distributed, torchrun_wor
 from ltm.training.metrics import METRICS_FILE, MetricsLog
 from ltm.training.precision import autocast, compile_decoder, resolve_precision
 from ltm.training.preemption import STOP_SIGNALS, StopSignals
+from ltm.training.pretrained_start import freeze_pretrained, pretrained_config
 from ltm.training.run_lock import RunLock
 from ltm.training.trusted_code import CODE_FIELDS
 
@@ -78,7 +80,8 @@ def resolve_with_checkpoint(cfg: TrainConfig, explicit: dict) -> TrainConfig:
         return cfg
     trusted = True if cfg.trust_code else [explicit[k] for k in CODE_FIELDS if k in explicit]
     saved = read_config(step_dir, trusted).to_dict()
-    saved.pop("resume"), saved.pop("init_from"), saved.pop("overwrite"), saved.pop("trust_code")
+    for start in ("resume", "init_from", "init_from_hf", "overwrite", "trust_code"):
+        saved.pop(start)
     saved["out_dir"] = str(step_dir.parent)  # where the checkpoint is now, even if the run moved
     return TrainConfig.from_dict(merge_values(saved, explicit))
 
@@ -112,13 +115,24 @@ class Trainer:
             data = dataclasses.replace(cfg.data, tokenizer=str(init_dir / TOKENIZER_FILE))
             cfg = self.cfg = cfg.replace(data=data)
             self.log(f"init-from: using the tokenizer of {init_dir}")
+        hf_dir = None
+        if cfg.init_from_hf and resume_dir is None:
+            cfg, hf_dir = pretrained_config(cfg)
+            self.cfg = cfg
+            self.log(f"init-from-hf: {cfg.init_from_hf} ({hf_dir}): {cfg.n_layer} layers, d_model "
+                     f"{cfg.d_model}, {cfg.n_head} heads ({cfg.n_kv_head} key/value), vocabulary "
+                     f"{cfg.vocab_rows}, and its tokenizer")
         pyro.set_rng_seed(cfg.seed)
         self.data = self._prepare_data()
         self.model = build_model(cfg, self.data.vocab_size).to(self.device)
         self.guide = build_run_guide(cfg, self.model).to(self.device)
+        if cfg.freeze == "decoder":
+            frozen = freeze_pretrained(self.model, self.guide)
+            self.log(f"freeze decoder: {frozen / 1e6:.2f}M pretrained parameters stay fixed")
         self.opt = DualRateOptimizer(self.model, self.guide, cfg.inner_config(), cfg.slow_config(),
                                      num_particles=cfg.num_particles, kl_control=cfg.kl,
-                                     early=cfg.early, micro_batches=cfg.grad_accum)
+                                     early=cfg.early, micro_batches=cfg.grad_accum,
+                                     pretrained=self.model.pretrained_names())
         if cfg.compile:
             compile_decoder(self.model)
         self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)
@@ -136,6 +150,13 @@ class Trainer:
         elif init_dir is not None:
             load_weights(init_dir, self.model, self.guide)
             self.log(f"init-from: loaded the weights of {init_dir} (fresh optimiser, step 0)")
+        elif hf_dir is not None:
+            new = load_pretrained(self.model, read_hf_weights(hf_dir), cfg.init_from_hf, self.guide)
+            count = sum(p.numel() for n, p in self.model.named_parameters() if n in new)
+            self.log(f"init-from-hf: loaded the pretrained weights; {count / 1e6:.2f}M new parameters "
+                     f"({len(new)} tensors) start from scratch"
+                     + (" (the cross-attention's output at zero: step 0 is the pretrained model)"
+                        if self.model.sequence_latent else ""))
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -256,6 +277,8 @@ class Trainer:
                  "data": self.batches.state_dict()}
         extra = {"vocab_size": self.data.vocab_size, "bos_id": self.data.bos_id,
                  "eos_id": self.data.eos_id, "pad_id": self.data.pad_id}
+        if self.cfg.init_from_hf:
+            extra["init_from_hf"] = self.cfg.init_from_hf  # where the weights came from
         return save_checkpoint(self.out_dir, self.step, self.model, self.cfg, self.data.tokenizer, state,
                                guide=self.guide, keep_last=self.cfg.keep_last, extra=extra)
 

@@ -161,6 +161,8 @@ def test_a_killed_rank_stops_the_others_with_one_sentence(tmp_path, tmp_path_fac
     finally:
         for p in procs:
             p.kill()
+            p.wait()
+            p.stdout.close(), p.stderr.close()  # the killed rank's pipes too
     assert procs[0].returncode == 2
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "lost contact with another process" in lines[0]

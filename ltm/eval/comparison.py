@@ -118,7 +118,8 @@ class RunSpec:
     Attributes:
         controls: The control kinds this run asked for (`ltm.eval.controls.CONTROL_KINDS`).
         control_of: For a control: the (run, kind) pairs it serves; empty for a run.
-        sizing: For a control: what its shape matched (`ltm.eval.controls.Sized`).
+        sizing: For a control: what its shape matched (`ltm.eval.controls.Sized`), for the first
+            (run, kind) it serves; `sizing_for` gives each role's.
     """
 
     name: str
@@ -127,10 +128,16 @@ class RunSpec:
     controls: list[str] = field(default_factory=list)
     control_of: list[tuple[str, str]] = field(default_factory=list)
     sizing: object | None = None
+    role_sizings: dict = field(default_factory=dict)  # (run, kind) -> Sized, for every role
 
     @property
     def is_control(self) -> bool:
         return bool(self.control_of)
+
+    def sizing_for(self, run: str, kind: str):
+        """What this control matched as `run`'s control of `kind` (one control may serve several
+        roles, e.g. the same vanilla as one run's inference-FLOP match and another's FLOP match)."""
+        return self.role_sizings.get((run, kind), self.sizing)
 
 
 @dataclass
@@ -195,8 +202,10 @@ class Comparison:
         for other in self.runs:
             if other.is_control and run_signature(other.config) == run_signature(config):
                 other.control_of.append((run.name, kind))
+                other.role_sizings[(run.name, kind)] = sized
                 return other
-        spec = RunSpec(name, sized.values, config, control_of=[(run.name, kind)], sizing=sized)
+        spec = RunSpec(name, sized.values, config, control_of=[(run.name, kind)], sizing=sized,
+                       role_sizings={(run.name, kind): sized})
         self.runs.append(spec)
         return spec
 

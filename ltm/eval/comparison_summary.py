@@ -104,7 +104,8 @@ def format_controls(comp, diffs) -> str:
             control = comp.control(run.name, kind)
             if control is None:
                 continue
-            sized = control.sizing.describe() if control.sizing is not None else ""
+            sizing = control.sizing_for(run.name, kind)
+            sized = sizing.describe() if sizing is not None else ""
             cells = [str(by_kind[kind][k]) if kind in by_kind and k in by_kind[kind] else "—" for k in ks]
             lines.append(f"| {control.name} | {DESCRIPTIONS[kind]}{'; ' + sized if sized else ''} | "
                          + " | ".join(cells) + " |")
@@ -121,6 +122,8 @@ def write_summary(comp, costs: dict, values, diffs) -> Path:
         runs[run.name] = {
             "model": run.config.model, "control_of": [list(p) for p in run.control_of],
             "sizing": run.sizing.to_dict() if run.sizing is not None else None,
+            "sizing_by_role": {f"{r}/{k}": s.to_dict() for (r, k), s in run.role_sizings.items()
+                               if s is not None},
             "d_model": run.config.d_model, "n_layer": run.config.n_layer,
             "params": cost.get("params"), "training_flops": cost.get("training_flops"),
             "values": {str(k): v for k, v in values[run.name].items()}}

@@ -159,3 +159,17 @@ def test_the_trend_reads_each_comparisons_summary(tmp_path, capsys):
             "size)") in text
     assert main(["--trend", str(folders[0]), "--run", "nope", "--out-dir", str(out)]) == 2
     assert "has no run 'nope'" in capsys.readouterr().err
+
+
+def test_a_control_serving_two_roles_reports_each_roles_match(tmp_path):
+    """One vanilla can be a run's inference-FLOP match and its training-FLOP match at once; the
+    report states each role's own measure."""
+    comp = parse_comparison(comparison(tmp_path), "t.yaml")
+    run = comp.runs[0]
+    values = {"model": "vanilla", "d_model": 48}
+    training = controls.Sized(values, "training FLOPs", 1.0e9, 1.02e9)
+    decoding = controls.Sized(values, "FLOPs per generated token", 2.0e6, 1.9e6)
+    first = comp.add_control(run, "flops", training)
+    assert comp.add_control(run, "inference_flops", decoding) is first
+    assert first.sizing_for(run.name, "flops").describe().endswith("training FLOPs against 1e+09 (+2.0 %)")
+    assert "per generated token" in first.sizing_for(run.name, "inference_flops").describe()

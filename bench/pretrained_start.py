@@ -33,7 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _args import bench_parser  # noqa: E402
 
-from ltm.data import DataConfig, prepare_data  # noqa: E402
+from ltm.data import DataConfig, embedded_documents, prepare_data  # noqa: E402
+from ltm.data.tokenizer import train_bpe  # noqa: E402
 from ltm.eval.exact import exact_scores  # noqa: E402
 from ltm.families import FAMILIES  # noqa: E402
 from ltm.models import Decoder, DecoderConfig, from_hf  # noqa: E402
@@ -42,18 +43,25 @@ from ltm.training.hf_export import export_hf  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-STEP0_FAMILIES = ("vanilla", "ltm", "ponderlm2", "ponderlm", "pause", "looped", "adaptive_cot")
-ADDS = {
-    "vanilla": "nothing: the pretrained model itself",
-    "ltm": "cross-attention to z in every layer, its output projection at zero",
-    "ponderlm2": "a thought slot after each token (its own last hidden state, fed back)",
-    "ponderlm": "pondering passes: the embedding mixture of each prediction added to the input",
-    "pause": "a learned pause token after each token",
-    "looped": "the block stack run a second time",
-    "adaptive_cot": "latent steps per token, halted by a new router",
+STEP0 = [  # (family, its options, what it adds at step 0)
+    ("vanilla", None, "nothing: the pretrained model itself"),
+    ("ltm", None, "cross-attention to z in every layer, its output projection at zero"),
+    ("ponderlm2", None, "a thought slot after each token (its own last hidden state, fed back); "
+                        "token inputs x sqrt(2.5 D), the published scale"),
+    ("ponderlm2", {"embed_scale": "none"}, "the same, token inputs as pretrained "
+                                           "(--ponderlm2.embed-scale none)"),
+    ("ponderlm", None, "pondering passes: the embedding mixture of each prediction added to the input"),
+    ("pause", None, "a learned pause token after each token"),
+    ("looped", None, "the block stack run a second time"),
+    ("adaptive_cot", None, "latent steps per token, halted by a new router"),
+]
+COST_FLAGS = {  # what each family needs to fit 24 GB at B 8, T 256 of a 135M model
+    "ltm": ["--ltm.d-latent", "64"],  # and --ltm.n-latent n_layer: one latent vector per layer
+    "ponderlm2": ["--ponderlm2.embed-scale", "none", "--grad-accum", "4"],
 }
-SMOLLM2_135M = dict(vocab_size=49152, n_layer=30, n_head=9, n_kv_head=3, d_model=576, d_ff=1536,
-                    rope_base=100000.0, norm_eps=1e-5, tie_embeddings=True)
+SMOLLM2_135M = dict(n_layer=30, n_head=9, n_kv_head=3, d_model=576, d_ff=1536, rope_base=100000.0,
+                    norm_eps=1e-5, tie_embeddings=True)  # its vocabulary: 49,152
+TINY = dict(n_layer=2, n_head=4, n_kv_head=2, d_model=64, d_ff=128, tie_embeddings=True)
 
 
 def step0_table(folder: Path, dataset: str, block_size: int, batches: int, batch_size: int) -> list[dict]:
@@ -62,9 +70,8 @@ def step0_table(folder: Path, dataset: str, block_size: int, batches: int, batch
                                    block_size=block_size), str(REPO / "runs" / "cache"))
     blocks = data.val.fixed_batches(batch_size, batches)
     rows = []
-    for name in STEP0_FAMILIES:
+    for name, options, adds in STEP0:
         torch.manual_seed(0)
-        options = None
         if name == "ltm":  # one latent vector per layer
             options = {"n_latent": json.loads((folder / "config.json").read_text())["num_hidden_layers"],
                        "d_latent": 32}
@@ -81,7 +88,7 @@ def step0_table(folder: Path, dataset: str, block_size: int, batches: int, batch
                         logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
                     count += batch[:, 1:].numel()
                 nll = total / count
-        rows.append({"family": name, "adds": ADDS[name], "nll": nll})
+        rows.append({"family": name, "adds": adds, "nll": nll})
     base = rows[0]["nll"]
     for row in rows:
         row["gap"] = row["nll"] - base
@@ -96,10 +103,10 @@ def _prior_draw(model, n: int) -> torch.Tensor:
         return pyro.sample("z", model.prior())
 
 
-def random_checkpoint(folder: Path, shape: dict, tokenizer: Path) -> Path:
+def random_checkpoint(folder: Path, shape: dict, tokenizer: Path, vocab_size: int) -> Path:
     """A random decoder of `shape` saved as a Hugging Face folder (no transformers needed)."""
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = DecoderConfig(block_size=8192, **shape)
+    cfg = DecoderConfig(block_size=8192, vocab_size=vocab_size, **shape)
     torch.manual_seed(0)
     decoder = Decoder(cfg)
     tensors = {k: v.contiguous().clone() for k, v in hf_state_from_decoder(decoder.state_dict(), cfg).items()}
@@ -144,36 +151,57 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="part 2: training steps per family")
     ap.add_argument("--families", default="vanilla,ltm,ponderlm2", help="part 2: families to time")
     args = ap.parse_args()
-    if not Path(args.dataset).exists():
-        raise SystemExit(f"dataset {args.dataset} is absent (see ../shared/data); pass --dataset.")
     tmp = Path(tempfile.mkdtemp(prefix="ltm-pretrained-"))
+    tokenizer = DATA / "tokenizers" / "gpt2" / "tokenizer.json"
+    if args.quick:  # a smoke run of both parts on a tiny random model, with no data from ../shared
+        args.dataset, args.block_size, args.cost = "embedded", 32, True
+        tokenizer = tmp / "tokenizer.json"
+        train_bpe(embedded_documents()[:50], 400).save(str(tokenizer))
+        args.hf = str(random_checkpoint(tmp / "tiny", TINY, tokenizer, vocab_size=400))
+    elif not Path(args.dataset).exists():
+        raise SystemExit(f"dataset {args.dataset} is absent (see ../shared/data); pass --dataset.")
     if args.hf or args.checkpoint:
         folder = Path(args.hf) if args.hf else export_hf(args.checkpoint, tmp / "export")
         rows = step0_table(folder, args.dataset, args.block_size, 1 if args.quick else args.batches, 16)
-        print(f"step 0 from {args.hf or args.checkpoint}: held-out NLL (nats/token) of each family "
-              f"before any training, {args.block_size}-token blocks of {args.dataset}")
+        print(f"step 0 from {'a tiny random model' if args.quick else args.hf or args.checkpoint}: "
+              f"held-out NLL (nats/token) of each family before any training, {args.block_size}-token "
+              f"blocks of {args.dataset}")
         print("| family | what it adds at step 0 | NLL at step 0 | minus the pretrained model's |")
         print("|---|---|---|---|")
         for r in rows:
             print(f"| {r['family']} | {r['adds']} | {r['nll']:.4f} | {r['gap']:+.4f} |")
     if args.cost:
-        shape = dict(SMOLLM2_135M)
-        tokenizer = DATA / "tokenizers" / "gpt2" / "tokenizer.json"
-        shape["vocab_size"] = 50304  # GPT-2's 50,257 ids, padded: SmolLM2's own tokenizer is not here
-        seq, batch, steps = (32, 2, 2) if args.quick else (args.seq_len, args.batch, args.steps)
         if args.quick:
-            shape.update(n_layer=2, d_model=64, n_head=4, n_kv_head=2, d_ff=128)
-        folder = random_checkpoint(tmp / "random", shape, tokenizer)
+            shape, (seq, batch, steps) = TINY, (32, 2, 2)
+            folder = Path(args.hf)
+        else:
+            if not tokenizer.is_file():
+                raise SystemExit(f"{tokenizer} is absent (see ../shared/data): the cost part uses GPT-2's "
+                                 f"tokenizer.")
+            shape, (seq, batch, steps) = SMOLLM2_135M, (args.seq_len, args.batch, args.steps)
+            folder = random_checkpoint(tmp / "random", shape, tokenizer, vocab_size=50304)
         params = sum(t.numel() for t in safetensors.torch.load_file(folder / "model.safetensors").values())
-        what = "a tiny stand-in for SmolLM2-135M's shape" if args.quick else "SmolLM2-135M's shape"
-        print(f"cost at {what} ({params / 1e6:.1f}M parameters with GPT-2's vocabulary), B {batch}, "
-              f"T {seq}, {steps} steps, {torch.get_num_threads()} threads, precision auto")
-        print("| family | s per training step (median) | peak memory (GiB) | process wall time (s) |")
-        print("|---|---|---|---|")
+        what = "a tiny stand-in for SmolLM2-135M's shape" if args.quick else (
+            "SmolLM2-135M's shape with GPT-2's vocabulary (50,304 rows; SmolLM2's tokenizer is not here)")
+        print(f"cost at {what}: {params / 1e6:.1f}M parameters, B {batch}, T {seq}, {steps} steps, "
+              f"{torch.get_num_threads()} threads, precision auto")
+        print("| family | flags | s per training step (median) | x vanilla | peak memory (GiB) | process "
+              "wall time (s) |")
+        print("|---|---|---|---|---|---|")
+        rows = {}
         for fam in args.families.split(","):
-            extra = ["--ltm.n-latent", str(shape["n_layer"]), "--ltm.d-latent", "64"] if fam == "ltm" else []
-            r = cost_row(fam, folder, args.dataset, steps, batch, seq, args.threads, tmp, extra)
-            print(f"| {fam} | {r['s_per_step']:.2f} | {r['peak_gib']:.2f} | {r['wall_s']:.0f} |", flush=True)
+            extra = list(COST_FLAGS.get(fam, []))
+            if fam == "ltm":
+                extra += ["--ltm.n-latent", str(shape["n_layer"])]
+            rows[fam] = r = cost_row(fam, folder, args.dataset, steps, batch, seq, args.threads, tmp, extra)
+            ratio = r["s_per_step"] / rows.get("vanilla", r)["s_per_step"]
+            print(f"| {fam} | {' '.join(extra)} | {r['s_per_step']:.2f} | {ratio:.2f} | "
+                  f"{r['peak_gib']:.2f} | {r['wall_s']:.0f} |", flush=True)
+        others = [f for f in rows if f != "vanilla"]
+        if "vanilla" in rows and others:
+            print("step-time ratio to vanilla: " + ", ".join(
+                f"{f} {rows[f]['s_per_step'] / rows['vanilla']['s_per_step']:.2f}x (peak "
+                f"{rows[f]['peak_gib']:.2f} GiB)" for f in others))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ final RMSNorm, RMS 1 at initialisation). `embed_scale="published"` (default) fol
 code: the embedding (tied with the output head) is initialised with std sqrt(2/(5D)) and the
 token slot's input is `embed(x) * sqrt(2.5 D)`, RMS 1 at initialisation and free to grow.
 `embed_scale="rmsnorm"` uses a learned RMSNorm (`token_norm`) instead, which pins the input RMS to
-its gain. J is drawn from {2, 3} per training step, as in the paper's code.
+its gain; `embed_scale="none"` feeds the embedding as it is, as a pretrained decoder was trained
+(`--init-from-hf`: its token slots then compute what the pretrained model did). J is drawn from
+{2, 3} per training step, as in the paper's code.
 
 `thought_skip=True` (not in the paper) adds the token's input to its thought slots, so the thought
 slot, which alone predicts, does not get its token only through attention. Measurements of these
@@ -43,6 +45,8 @@ from ltm.models.layers import RMSNorm
 from ltm.ponder.slots import interleave, slot_mask, slot_positions
 from ltm.ponder.token_level import TokenLevelFamily
 
+EMBED_SCALES = ("published", "rmsnorm", "none")
+
 
 @dataclass
 class PonderLM2Options:
@@ -52,8 +56,9 @@ class PonderLM2Options:
         thoughts: Thoughts K per token ((K+1)x decode FLOPs).
         jacobi_sweeps: Jacobi sweeps J solving the thoughts at training time.
         max_jacobi_sweeps: If set, J is drawn uniformly from [jacobi_sweeps, this] per training step.
-        embed_scale: Token-slot input scaling: "rmsnorm" (a learned RMSNorm of the embedding) or
-            "published" (embedding initialised with std sqrt(2/(5D)), multiplied by sqrt(2.5 D)).
+        embed_scale: Token-slot input scaling: "rmsnorm" (a learned RMSNorm of the embedding),
+            "published" (embedding initialised with std sqrt(2/(5D)), multiplied by sqrt(2.5 D)),
+            or "none" (the embedding as it is; for a start from a pretrained decoder).
         thought_skip: Add the token's input to each of its thought slots' inputs (not in the paper).
     """
 
@@ -74,8 +79,9 @@ class PonderLM2(TokenLevelFamily):
         max_jacobi_sweeps: If given, J is drawn uniformly from [jacobi_sweeps, max_jacobi_sweeps]
             at every training forward (global torch RNG). In eval mode the model scores with the
             exact (sequential) thoughts instead, so evaluation reports exact NLLs.
-        embed_scale: "published" (embedding init std sqrt(2/(5D)), input embed(x) * sqrt(2.5 D))
-            or "rmsnorm" (input `token_norm(embed(x))`, a learned RMSNorm); see the module notes.
+        embed_scale: "published" (embedding init std sqrt(2/(5D)), input embed(x) * sqrt(2.5 D)),
+            "rmsnorm" (input `token_norm(embed(x))`, a learned RMSNorm), or "none" (input embed(x)
+            as it is: a pretrained decoder's own token inputs); see the module notes.
         thought_skip: If True, each thought slot's input is its thought plus its token's input
             (not in the paper; shortens the early plateau, see the module notes).
         prefill: "jacobi" (sweeps until the thoughts stop changing by more than `prefill_tol`,
@@ -103,8 +109,8 @@ class PonderLM2(TokenLevelFamily):
         self.thoughts, self.jacobi_sweeps, self.max_jacobi_sweeps = thoughts, jacobi_sweeps, max_jacobi_sweeps
         self.prefill_mode, self.prefill_tol = prefill, prefill_tol
         self.slots_per_token = thoughts + 1
-        if embed_scale not in ("rmsnorm", "published"):
-            raise ConfigError(f"PonderLM2: embed_scale must be 'rmsnorm' or 'published', got "
+        if embed_scale not in EMBED_SCALES:
+            raise ConfigError(f"PonderLM2: embed_scale must be one of {', '.join(EMBED_SCALES)}, got "
                               f"'{embed_scale}'.")
         self.embed_scale, self.thought_skip = embed_scale, thought_skip
         D = decoder.cfg.d_model

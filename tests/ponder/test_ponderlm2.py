@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ltm.core.errors import ConfigError
 from ltm.inference import EmptyGuide, LatentELBO
 from ltm.ponder.ponderlm2 import PonderLM2, PonderLM2Options
 from tests.ponder.helpers import (
@@ -141,3 +142,14 @@ def test_thought_skip_adds_the_token_input_and_stays_exact(thoughts):
     with torch.no_grad():
         exact = family.exact_thoughts(x)
         torch.testing.assert_close(family.jacobi_thoughts(x, T * thoughts), exact, rtol=1e-4, atol=1e-5)
+
+
+def test_embed_scale_none_feeds_the_embedding_as_it_is():
+    """With the pretrained decoder's own inputs and no thought, PonderLM-2 is that decoder."""
+    decoder = tiny_decoder()
+    family = PonderLM2(decoder, thoughts=0, embed_scale="none")
+    tokens = torch.randint(0, decoder.cfg.vocab_size, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(family.full_logits(tokens), decoder(tokens), atol=1e-6)
+    with pytest.raises(ConfigError, match="embed_scale must be one of published, rmsnorm, none"):
+        PonderLM2(tiny_decoder(), embed_scale="scaled")

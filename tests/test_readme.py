@@ -48,3 +48,27 @@ def test_every_file_the_readme_names_exists():
     assert any(p.startswith("results/") for p in named), "the README quotes no committed result"
     missing = sorted(p for p in named if not (REPO / p).exists())
     assert not missing, f"the README names files that are not in the repository: {missing}"
+
+
+def test_every_training_command_parses():
+    """Each `python -m ltm.train ...` the README shows names real flags with valid values (checked
+    as the tool checks them, without training; a --config that the command itself writes first is
+    left out)."""
+    import shlex
+
+    from ltm.cli.train_args import build_parser, given_values
+    from ltm.training.config import TrainConfig
+
+    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    commands = [" ".join(c.split()) for b in blocks for c in b.replace("\\\n", " ").splitlines()
+                if c.strip().startswith("python -m ltm.train ") and "--help" not in c]
+    assert len(commands) >= 10 and any("--init-from-hf" in c for c in commands)
+    for command in commands:
+        argv = shlex.split(command.split("#")[0])[3:]
+        if "--config" in argv and not (REPO / argv[argv.index("--config") + 1]).exists():
+            i = argv.index("--config")
+            argv = argv[:i] + argv[i + 2:]
+        args = build_parser("", argv).parse_args(argv)
+        given = given_values(args)
+        given.pop("config", None)
+        TrainConfig.from_dict(given)

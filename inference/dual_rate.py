@@ -12,6 +12,7 @@ from torch import nn
 
 from ltm.core.errors import ConfigError, DivergedError
 from ltm.core.protocols import ModelFamily
+from ltm.inference.bound_results import capped_exp
 from ltm.inference.elbo import ElboTerms, LatentELBO
 from ltm.inference.fixed_noise import ShardNoise
 from ltm.inference.guides import LocalGuide, check_guide_fits_prior
@@ -76,7 +77,7 @@ class StepResult:
 
     @property
     def perplexity_bound(self) -> float:
-        return math.exp(self.loss)
+        return capped_exp(self.loss)
 
 
 @dataclass

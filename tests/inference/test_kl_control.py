@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -124,3 +126,13 @@ def test_remedies_are_off_by_default():
 def test_kl_remedies_are_refused_for_a_guide_without_a_density(guide, tiny_ltm):
     with pytest.raises(ValueError, match="act on KL\\(q \\|\\| p\\), which guide .* does not have"):
         DualRateOptimizer(tiny_ltm, build_guide(guide), kl_control=KLControl(free_bits=1.0))
+
+
+def test_a_diverged_step_reports_a_finite_perplexity_bound():
+    """A step whose loss is past exp's range (an unanchored inner loop can reach thousands of nats
+    of KL at step 1) reports the capped bound instead of crashing the metrics line."""
+    from ltm.inference.dual_rate import StepResult
+
+    result = StepResult(loss=4952.4, reconstruction=5.1, kl=4947.3)
+    assert math.isfinite(result.perplexity_bound) and result.perplexity_bound == math.exp(700.0)
+    assert StepResult(loss=2.0, reconstruction=2.0, kl=0.0).perplexity_bound == math.exp(2.0)

@@ -172,7 +172,7 @@ def main() -> None:
             print(f"| {r['family']} | {r['adds']} | {r['nll']:.4f} | {r['gap']:+.4f} |")
     if args.cost:
         if args.quick:
-            shape, (seq, batch, steps) = TINY, (32, 2, 2)
+            shape, (seq, batch, steps) = TINY, (32, 4, 2)  # B 4: ponderlm2 splits it into 4
             folder = Path(args.hf)
         else:
             if not tokenizer.is_file():

@@ -184,7 +184,7 @@ def main() -> None:
         what = "a tiny stand-in for SmolLM2-135M's shape" if args.quick else (
             "SmolLM2-135M's shape with GPT-2's vocabulary (50,304 rows; SmolLM2's tokenizer is not here)")
         print(f"cost at {what}: {params / 1e6:.1f}M parameters, B {batch}, T {seq}, {steps} steps, "
-              f"{torch.get_num_threads()} threads, precision auto")
+              f"{args.threads or torch.get_num_threads()} threads, precision auto")
         print("| family | flags | s per training step (median) | x vanilla | peak memory (GiB) | process "
               "wall time (s) |")
         print("|---|---|---|---|---|---|")

@@ -16,6 +16,12 @@ The names below are imported on first use, so `import ltm.core` loads nothing ab
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+
+try:
+    __version__ = importlib.metadata.version("ltm")
+except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+    __version__ = "unknown"
 
 _EXPORTS = {
     "DecoderConfig": "ltm.models", "Decoder": "ltm.models", "KVCache": "ltm.models",

@@ -1,4 +1,5 @@
-"""Every notebook under notebooks/ runs top to bottom in smoke mode (LTM_SMOKE=1) without error.
+"""Every notebook under notebooks/ runs top to bottom in smoke mode (LTM_SMOKE=1) without error,
+and is committed executed: outputs made from its present code by `python notebooks/run_all.py`.
 
 Smoke mode is the notebook's own small setting (a few training steps of tiny models); the full mode
 (LTM_SMOKE=0, `pytest -m slow`) is the run each notebook documents. Notebooks that prepare the
@@ -7,8 +8,9 @@ embedded corpus share one data cache per session (LTM_CACHE), so its tokenizer i
 
 from __future__ import annotations
 
-import os
-import time
+import copy
+import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,10 @@ import pytest
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL = "python3"
-CELL_TIMEOUT_S = 300  # per cell; a smoke run of a whole notebook takes well under a minute
+
+_spec = importlib.util.spec_from_file_location("run_all", NOTEBOOK_DIR / "run_all.py")
+run_all = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_all)
 
 # Cells tagged with one of these must leave this text in their outputs (the notebook's key result).
 TAGGED_OUTPUTS = {
@@ -74,26 +79,71 @@ def data_cache(tmp_path_factory) -> Path:
 
 
 def _run(path: Path, smoke: bool, cache: Path) -> float:
-    """Execute the notebook in smoke or full mode; check its tagged outputs; return the seconds."""
-    nbformat, nbclient = _require_runner()
-    nb = nbformat.read(path, as_version=4)
-    assert not any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
-        f"{path.name} is committed with outputs; clear them before committing.")
-    lost = EXPECTED.get(path.name, set()) - _tags(nb)
+    """Execute a fresh copy of the notebook in smoke or full mode; check its tagged outputs and that
+    the committed notebook has outputs wherever this run made some; return the seconds."""
+    nbformat, _ = _require_runner()
+    committed = nbformat.read(path, as_version=4)
+    run_all.strip_header(committed)
+    lost = EXPECTED.get(path.name, set()) - _tags(committed)
     assert not lost, f"{path.name} lost its tagged cells {sorted(lost)} (see TAGGED_OUTPUTS)."
-    env = {**os.environ, "LTM_SMOKE": "1" if smoke else "0", "HF_HUB_OFFLINE": "1", "LTM_CACHE": str(cache)}
-    env.pop("LTM_CHECKPOINT", None)  # 03 would sample a user's run instead of training its own
-    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S if smoke else 1800,
-                                     resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
-    client.execute(env=env)  # raises CellExecutionError, naming the cell, on the first failure
-    seconds = time.perf_counter() - start
+    nb = copy.deepcopy(committed)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    seconds = run_all.run_notebook(nb, smoke, cache, path.parent)
     for cell in nb.cells:
         for tag, expected in TAGGED_OUTPUTS.items():
             if tag in cell.get("metadata", {}).get("tags", []):
                 assert expected in _output_text(cell), (
                     f"{path.name}: the cell tagged '{tag}' did not print '{expected}'.")
+    bare = [i for i, (ran, kept) in enumerate(zip(nb.cells, committed.cells, strict=True))
+            if ran.cell_type == "code" and ran.outputs and not kept.outputs]
+    assert not bare, (f"{path.name}: code cells {bare} print something but are committed without "
+                      f"outputs; run `python notebooks/run_all.py {path.name[:2]}` and commit it.")
     return seconds
+
+
+def _committed(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_committed_executed_with_a_header(path: Path):
+    """The first cell names the machine, date, ltm version and wall time of the committed run."""
+    nb = _committed(path)
+    first, record = nb["cells"][0], nb["metadata"].get(run_all.METADATA_KEY)
+    assert record and run_all.HEADER_TAG in first.get("metadata", {}).get("tags", []), (
+        f"{path.name} has no header cell; run `python notebooks/run_all.py {path.name[:2]}`.")
+    header = "".join(first["source"])
+    assert f"ltm {record['ltm_version']}" in header and record["ltm_version"] != "unknown"
+    assert record["machine"] in header and f"{record['wall_s']:.0f} s" in header
+    assert record["mode"] == "full", f"{path.name} was committed from a --smoke run."
+    assert not any(out.get("name") == "stderr" and "Warning" in "".join(out.get("text", ""))
+                   for cell in nb["cells"] if cell["cell_type"] == "code" for out in cell["outputs"]), (
+        f"{path.name} saved a warning in its outputs.")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_outputs_belong_to_its_code(path: Path):
+    """Editing a code cell without re-running run_all.py makes the committed outputs stale."""
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install ltm[dev])")
+    nb = nbformat.read(path, as_version=4)
+    recorded = nb.metadata.get(run_all.METADATA_KEY, {}).get("code_sha256")
+    assert recorded == run_all.code_hash(nb), (
+        f"{path.name}: its code changed after its outputs were made; run "
+        f"`python notebooks/run_all.py {path.name[:2]}` and commit the result.")
+
+
+def test_the_freshness_check_sees_an_edited_cell():
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install ltm[dev])")
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    before = run_all.code_hash(nb)
+    code = next(c for c in nb.cells if c.cell_type == "code")
+    code.source += "\nprint('edited')"
+    assert run_all.code_hash(nb) != before
+    nb.cells.append(nbformat.v4.new_markdown_cell("prose does not count"))
+    code.source = code.source[: -len("\nprint('edited')")]
+    assert run_all.code_hash(nb) == before
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -40,10 +41,17 @@ def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
             if p.is_file() and p.name not in skip}
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT at its default, so Python raises KeyboardInterrupt on it, even where the
+    test session itself runs with SIGINT ignored (a job started with `&` in a script)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(flags: list[str], **popen) -> subprocess.Popen:
     """`python -m ltm.train FLAGS` in the background, its output captured."""
     return subprocess.Popen([sys.executable, "-m", "ltm.train", *flags], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible, **popen)
 
 
 def train_steps(run: Path) -> list[int]:

@@ -57,6 +57,14 @@ def test_a_stop_signal_saves_the_current_step_and_resume_equals_straight(signum,
 
 
 def test_a_second_signal_aborts_at_once(monkeypatch):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in an interactive run
+    try:
+        _second_signal_aborts(monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _second_signal_aborts(monkeypatch):
     with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signum == signal.SIGTERM  # the first: a request, nothing raised

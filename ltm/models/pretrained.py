@@ -26,11 +26,12 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from ltm.core.errors import CheckpointError, ConfigError, MissingFileError
+from ltm.core.errors import CheckpointError, ConfigError, MissingFileError, UntrustedCodeError
 from ltm.data.tokenizer import load_tokenizer
 from ltm.models.config import DecoderConfig
 from ltm.models.family import Family
 from ltm.models.hf_format import HF_PREFIXES, decoder_config_from_hf, decoder_state_from_hf
+from ltm.priors import PRIORS
 
 CONFIG, WEIGHTS, INDEX, TOKENIZER = ("config.json", "model.safetensors", "model.safetensors.index.json",
                                      "tokenizer.json")
@@ -203,7 +204,7 @@ def load_pretrained(family: Family, tensors: dict[str, torch.Tensor], source: st
 
 
 def from_hf(path: str | Path, family: type[Family], options=None, *, block_size: int | None = None,
-            prior: str | type | None = None, prior_kwargs: dict | None = None
+            prior: str | type | None = None, prior_kwargs: dict | None = None, trust_code: bool = False
             ) -> tuple[Family, Tokenizer]:
     """A family started from a pretrained Llama or Qwen2 checkpoint, and its tokenizer.
 
@@ -216,6 +217,8 @@ def from_hf(path: str | Path, family: type[Family], options=None, *, block_size:
             min(max_position_embeddings, 2048).
         prior, prior_kwargs: The prior, for families that take one (default: an export's, else
             the family's own).
+        trust_code: Import a `module:Class` prior that an export's config.json names (as
+            `--trust-code` does for checkpoints); without it such a prior is refused.
 
     Returns:
         (model in eval mode, `tokenizers.Tokenizer`).
@@ -226,7 +229,9 @@ def from_hf(path: str | Path, family: type[Family], options=None, *, block_size:
     export = hf.get(EXPORT_KEY) if isinstance(hf.get(EXPORT_KEY), dict) else {}
     if export.get("model") == family.name:
         options = export.get("options") if options is None else options
-        prior = export.get("prior") if prior is None else prior
+        if prior is None:
+            prior = export.get("prior")
+            _refuse_untrusted_prior(prior, folder / CONFIG, trust_code)
         prior_kwargs = export.get("prior_kwargs") if prior_kwargs is None else prior_kwargs
     if block_size is None:
         block_size = export.get("block_size") or min(int(hf.get("max_position_embeddings", 2048)),
@@ -235,6 +240,16 @@ def from_hf(path: str | Path, family: type[Family], options=None, *, block_size:
     model = build_family(family, cfg, options, prior, prior_kwargs, source)
     load_pretrained(model, read_hf_weights(folder), source)
     return model.eval(), read_hf_tokenizer(folder, cfg.vocab_size)
+
+
+def _refuse_untrusted_prior(prior, source: Path, trust_code: bool) -> None:
+    """An export's `module:Class` prior is code the caller did not choose: refused, before any import,
+    unless trusted (the checkpoint loader's rule, `ltm.training.trusted_code`, for this one field)."""
+    if trust_code or not isinstance(prior, str) or prior in PRIORS or ":" not in prior:
+        return
+    raise UntrustedCodeError(f"{source} names code for its prior, '{prior}', which loading would import "
+                             f"and run; pass trust_code=True only if you trust where this checkpoint "
+                             f"came from.")
 
 
 def options_dict(options) -> dict:

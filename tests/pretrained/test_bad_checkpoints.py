@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from ltm import train
+from ltm.core.errors import ConfigError
 from tests.cli_helpers import shared_paths
 from tests.pretrained.conftest import byte_bpe
 
@@ -100,3 +101,24 @@ def test_block_size_beyond_the_checkpoints_positions(start, hf_checkpoints, tmp_
     edit_config(folder, max_position_embeddings=16)
     err = one_error(*start(folder))
     assert "block_size 32 exceeds the 16 positions" in err
+
+
+def test_an_exports_planted_prior_runs_nothing_from_hf(hf_checkpoints, tmp_path, monkeypatch):
+    """An export's config.json naming a `module:Class` prior is refused by `from_hf` before any import
+    (the rule checkpoints follow); trusted, the module is imported and the class checked."""
+    from ltm.core.errors import UntrustedCodeError
+    from ltm.models import LatentThoughtModel, from_hf
+    from ltm.models.pretrained import EXPORT_KEY
+
+    folder = copy(hf_checkpoints, tmp_path)
+    edit_config(folder, **{EXPORT_KEY: {"model": "ltm", "options": {"n_latent": 2, "d_latent": 8},
+                                        "prior": "planted_prior:Prior"}})
+    marker = tmp_path / "ran"
+    (tmp_path / "planted_prior.py").write_text(f"open({str(marker)!r}, 'w').close()\nPrior = int\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UntrustedCodeError, match="planted_prior:Prior"):
+        from_hf(folder, LatentThoughtModel)
+    assert not marker.exists()
+    with pytest.raises(ConfigError, match="not a subclass"):  # trusted: imported, then refused by type
+        from_hf(folder, LatentThoughtModel, trust_code=True)
+    assert marker.exists()

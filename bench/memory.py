@@ -26,6 +26,11 @@ fresh subprocess that builds the model, a random batch and the optimiser, runs o
   ltm today       the LTM, N_z latents of width d_latent, local Gaussian guide, full logits
   ltm fused       the same, fused head
 
+With `--checkpointing` the memory runs are instead the fused vanilla and LTM steps without and
+with activation checkpointing (`--activation-checkpointing`: each block recomputed in the backward
+pass, `vanilla ckpt`, `ltm ckpt`), and the last line gives ckpt/plain (target <= 0.6 at d 512,
+8 layers, T 512).
+
 Time: one LTM outer step (inner loop of K steps + slow step) at the published configuration,
 timed round-robin in this process (order rotated each repeat, warm-up first), medians, in CPU
 seconds of this process (`--wall`: wall-clock seconds), one thread:
@@ -40,6 +45,8 @@ ltm/published step time (target <= 0.7).
 Run:  OMP_NUM_THREADS=1 python bench/memory.py        (10-15 minutes on a shared 2-core CPU)
       python bench/memory.py --inner-steps 16        (memory with the published K as well)
       python bench/memory.py --quick                 (smoke run: tiny sizes)
+      python bench/memory.py --checkpointing --d-model 512 --layers 8 --heads 8 --seq-len 512 \
+          --batch 4 --d-latent 512 --no-time        (activation checkpointing's saving)
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ from ltm.models.likelihood import MaterialisedLogits
 from ltm.ponder.vanilla import VanillaDecoder
 
 MEMORY_RUNS = ["vanilla today", "vanilla fused", "ltm today", "ltm fused"]
+CHECKPOINTING_RUNS = ["vanilla fused", "vanilla ckpt", "ltm fused", "ltm ckpt"]
 TIME_MODES = ["ltm", "ltm today", "published"]
 
 
@@ -94,6 +102,7 @@ def child(run: str, args) -> dict:
     family, mode = run.split()
     device = args.device
     opt, tokens = build(family, args, InnerLoopConfig(steps=args.inner_steps), device)
+    opt.family.decoder.checkpoint_blocks = mode == "ckpt"
     path = MaterialisedLogits() if mode == "today" else contextlib.nullcontext()
     with path:
         if device == "cuda":
@@ -117,13 +126,17 @@ def child(run: str, args) -> dict:
         return {"peak": (maxrss_kib() - before_kb) * 1024, "how": "first step: ru_maxrss - VmRSS"}
 
 
+def memory_runs(args) -> list[str]:
+    return CHECKPOINTING_RUNS if args.checkpointing else MEMORY_RUNS
+
+
 def measure_memory(args) -> dict[str, dict]:
     """Run each configuration in a fresh subprocess; {run: {"peak": bytes, "how": str}}."""
     out = {}
     env = dict(os.environ)
     if not args.default_malloc:
         env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
-    for run in MEMORY_RUNS:
+    for run in memory_runs(args):
         cmd = [sys.executable, os.path.abspath(__file__), "--child", run] + args.passthrough
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -173,6 +186,8 @@ def parse_args(argv=None):
                     help="keep glibc's dynamic mmap threshold (RSS then counts cached free memory)")
     ap.add_argument("--no-warmup-step", dest="warmup_step", action="store_false",
                     help="measure the first step (ru_maxrss; AdamW's state included)")
+    ap.add_argument("--checkpointing", action="store_true",
+                    help="memory with and without activation checkpointing instead of full logits")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -200,8 +215,13 @@ def main() -> None:
     print(f"\npeak memory of one training step above what is held before it "
           f"({mem['vanilla fused']['how']}, {malloc}; ltm K={args.inner_steps})")
     print(f"{'run':<14} {'MiB':>9} {'x vanilla fused':>16}")
-    for run in MEMORY_RUNS:
+    for run in memory_runs(args):
         print(f"{run:<14} {mb[run]:9.1f} {mb[run] / mb['vanilla fused']:16.2f}")
+    if args.checkpointing:
+        print(f"memory ratio with/without activation checkpointing: vanilla "
+              f"{mb['vanilla ckpt'] / mb['vanilla fused']:.3f}, ltm {mb['ltm ckpt'] / mb['ltm fused']:.3f} "
+              f"(<= 0.6)")
+        return
     fused_today = mb["vanilla fused"] / mb["vanilla today"]
     ltm_vanilla = mb["ltm fused"] / mb["vanilla fused"]
     print(f"vanilla fused/today: {fused_today:.2f} (target <= 0.5); ltm today/fused: "

@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ltm.core.errors import DataError
 from ltm.models.attention import CrossAttention, SelfAttention, causal_mask
@@ -60,6 +61,9 @@ class Decoder(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        # Activation checkpointing (a training setting, not saved): with gradients on and no KV
+        # cache, each block keeps only its input and recomputes the rest in the backward pass.
+        self.checkpoint_blocks = False
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         cos, sin = rope_tables(cfg.head_dim, cfg.block_size, cfg.rope_base, cfg.rope_scaling)
@@ -128,11 +132,15 @@ class Decoder(nn.Module):
         """The layer loop: every block in turn on x (B, T, D) (or the n occupied `cells`, (n, D)),
         before the final norm; the cache's layer index of block i is `first_layer + i` (a looped
         stack runs the blocks again under new indices). Keyword arguments as `Block.forward`;
-        `latents` holds one slice per layer."""
+        `latents` holds one slice per layer. With `checkpoint_blocks` set, gradients on and no
+        cache, each block runs under `torch.utils.checkpoint` (non-reentrant): its activations
+        are recomputed in the backward pass instead of kept."""
+        recompute = self.checkpoint_blocks and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, cos=cos, sin=sin, mask=mask, is_causal=is_causal,
-                      latents=None if latents is None else latents[i], cache=cache,
-                      layer=first_layer + i, cells=cells)
+            kwargs = dict(cos=cos, sin=sin, mask=mask, is_causal=is_causal,
+                          latents=None if latents is None else latents[i], cache=cache,
+                          layer=first_layer + i, cells=cells)
+            x = checkpoint(block, x, use_reentrant=False, **kwargs) if recompute else block(x, **kwargs)
         return x
 
     def _latent_slices(self, latents: torch.Tensor | None, batch: int) -> list:

@@ -66,6 +66,9 @@ class Family(nn.Module):
         takes_prior: True when the prior can be chosen (`--prior`); else the family has its own.
         is_baseline: True for the plain decoder (no thought, no extra compute) that comparisons
             build their controls from (`ltm.eval.controls`); one family has it.
+        recomputes_blocks: True when activation checkpointing can recompute the decoder's blocks
+            in the backward pass (`--activation-checkpointing`); False for a family whose training
+            pass appends to a KV cache, which a recomputation would append to again.
         decoder: The `Decoder` whose vocabulary, block size and device the tools read.
         prior: The prior over the thoughts (a degenerate `ContextDelta` for deterministic ones).
     """
@@ -77,6 +80,7 @@ class Family(nn.Module):
     sequence_latent: ClassVar[bool] = False
     takes_prior: ClassVar[bool] = False
     is_baseline: ClassVar[bool] = False
+    recomputes_blocks: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, decoder: DecoderConfig, options=None, prior: str | type | None = None,

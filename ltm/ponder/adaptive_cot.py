@@ -146,6 +146,7 @@ class AdaptiveLatentCoT(TokenLevelFamily):
 
     name = "adaptive_cot"
     Options = AdaptiveCoTOptions
+    recomputes_blocks = False  # its training pass writes each level's keys to a ConcatKVCache
 
     def __init__(self, decoder: Decoder, max_steps: int = 3, halt_lambda: float = 0.01,
                  halt_beta: float = 1.0, prune_threshold: float = 0.0, router_loss: bool = True,

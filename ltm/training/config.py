@@ -41,6 +41,7 @@ from ltm.inference import EarlyInference, InnerLoopConfig, KLControl, SlowConfig
 from ltm.models import DecoderConfig, Family
 from ltm.training.distributed import BACKENDS
 from ltm.training.precision import PRECISIONS
+from ltm.training.run_loggers import parse_log_to
 from ltm.training.values import coerce_fields, unknown_key
 
 YAML_HEADER = ("# An ltm training configuration, every key written out by python -m ltm.train "
@@ -154,11 +155,17 @@ class TrainConfig:
     threads: int = _f(1, "torch CPU threads (0: one per core); 1 suits small models and shared machines",
                       "run")
     progress: bool = _f(True, "show a progress bar", "run")
+    log_to: str = _f("none", "mirror metrics.jsonl, the config and the git commit to tensorboard "
+                     "(OUT_DIR/tensorboard), wandb (offline unless WANDB_MODE=online), both as "
+                     "tensorboard,wandb, or none", "run")
     # speed and scale
     precision: str = _f("auto", "fp32, bf16 (autocast; weights, log-probs, KL and losses stay fp32) or "
                         "auto (bf16 where the hardware has native bf16, else fp32)", "speed and scale")
     compile: bool = _f(False, "torch.compile the decoder blocks (first steps pay the compile time)",
                        "speed and scale")
+    activation_checkpointing: bool = _f(False, "recompute each decoder block in the backward pass "
+                                        "instead of keeping its activations (less memory, about "
+                                        "one more forward pass of time)", "speed and scale")
     grad_accum: int = _f(1, "micro-batches per slow step: each process fits and backpropagates "
                          "batch_size / (processes x grad_accum) sequences at a time", "speed and scale")
     dist_backend: str = _f("auto", "torchrun process group: auto (nccl on CUDA, gloo on CPU), gloo or "
@@ -195,6 +202,11 @@ class TrainConfig:
             check_numbers(name, dataclasses.asdict(getattr(self, name)))
         self.sections = family_sections(self.model, self.sections)
         self.family.refuse_prior(self.prior, self.prior_kwargs)
+        parse_log_to(self.log_to)
+        if self.activation_checkpointing and not self.family.recomputes_blocks:
+            raise ConfigError(f"--activation-checkpointing does not apply to the {self.model} family "
+                              f"(its training pass appends to a KV cache, which recomputing a block "
+                              f"would append to twice); train it without the flag.")
         remedies = [flag_for(name) for name, on in (("kl.free_bits", self.kl.free_bits > 0),
                                                     ("kl.warmup_steps", self.kl.warmup_steps > 0),
                                                     ("early.steps", self.early.steps is not None)) if on]

@@ -29,10 +29,15 @@ def strict_json(value):
 
 
 class MetricsLog:
-    """Append-only JSON lines at `path`, one record per step or evaluation."""
+    """Append-only JSON lines at `path`, one record per step or evaluation.
+
+    Attributes:
+        mirrors: Loggers (`ltm.training.run_loggers`) that get every record written as well.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self.mirrors: list = []
 
     def truncate_after(self, step: int) -> None:
         """Drop records of steps after `step` (left by a run that went on past its last checkpoint)."""
@@ -72,6 +77,14 @@ class MetricsLog:
                     f.truncate(size)  # no half line
                     raise
         self._guarded(append)
+        for mirror in self.mirrors:
+            mirror.write(record)
+
+    def close_mirrors(self) -> None:
+        """Flush and close the mirrors (the end of a run)."""
+        for mirror in self.mirrors:
+            mirror.close()
+        self.mirrors = []
 
     def _guarded(self, write) -> None:
         try:

@@ -53,6 +53,7 @@ from ltm.training.precision import autocast, compile_decoder, resolve_precision
 from ltm.training.preemption import STOP_SIGNALS, StopSignals
 from ltm.training.pretrained_start import freeze_pretrained, pretrained_config
 from ltm.training.run_lock import RunLock
+from ltm.training.run_loggers import open_loggers, parse_log_to
 from ltm.training.trusted_code import CODE_FIELDS
 
 
@@ -133,6 +134,7 @@ class Trainer:
                                      num_particles=cfg.num_particles, kl_control=cfg.kl,
                                      early=cfg.early, micro_batches=cfg.grad_accum,
                                      pretrained=self.model.pretrained_names())
+        self.model.decoder.checkpoint_blocks = cfg.activation_checkpointing
         if cfg.compile:
             compile_decoder(self.model)
         self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)
@@ -355,6 +357,7 @@ class Trainer:
             with StopSignals() as stop:
                 return self._train(stop)
         finally:
+            self.metrics.close_mirrors()
             self.lock.release()
 
     def _train(self, stop: StopSignals) -> ElboBound | None:
@@ -371,6 +374,9 @@ class Trainer:
             self.metrics.reset()
         elif main and self.resumed:
             self.metrics.truncate_after(self.step)
+        if main:
+            self.metrics.mirrors = open_loggers(parse_log_to(cfg.log_to), self.out_dir, cfg.to_dict(),
+                                                self.step)
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"{cfg.model}: {n_params / 1e6:.2f}M parameters, vocab {self.data.vocab_size}, "
                  f"{len(self.data.train)} train / {len(self.data.val)} val blocks of {cfg.data.block_size} "

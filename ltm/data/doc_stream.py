@@ -23,6 +23,7 @@ from ltm.core.errors import DataError
 from ltm.data import corpus, embedded
 
 _BATCH_ROWS = 1000  # rows per batch read from a `datasets` stream
+_READ_BYTES = 1 << 20  # bytes of a .txt or .json(l) file read at a time
 _PROGRESS_DOCS = 100_000  # show the counting pass's bar above this many documents
 
 
@@ -202,6 +203,8 @@ def _file_stream(path: Path, builder: str, encoding: str | None):
         kwargs["sep"] = "\t"
     if builder in ("text", "json", "csv"):  # parquet carries its own encoding
         kwargs["encoding"] = encoding
+    if builder in ("text", "json"):  # read 1 MB at a time, not 10: the same rows, 170 MB less memory
+        kwargs["chunksize"] = _READ_BYTES
     try:
         with corpus._quiet_datasets():
             return load_dataset(builder, data_files=[str(path)], split="train", streaming=True, **kwargs)

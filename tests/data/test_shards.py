@@ -232,3 +232,32 @@ def test_an_index_that_does_not_match_its_shards_is_refused(corpus, tmp_path):
     other.save(str(tmp_path / "other.json"))
     with pytest.raises(ConfigError, match="was tokenized with another tokenizer than"):
         prepare_data(DataConfig(dataset=str(good), tokenizer=str(tmp_path / "other.json")), tmp_path)
+
+
+def test_streamed_documents_are_the_in_memory_documents(tmp_path):
+    import gzip
+    import random
+
+    from datasets import Dataset
+
+    from ltm.data.corpus import load_documents
+    from ltm.data.doc_stream import DocumentStream
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = random.Random(0)
+    seps = ["\n\n", "\n\n\n", "\n \n", "\n\n\n\n", "\n"]  # runs of blank lines across the 1 MB reads
+    (folder / "a.txt").write_text("".join(" ".join(make_docs(1, seed=i)) + rng.choice(seps)
+                                          for i in range(9000)))
+    with gzip.open(folder / "b.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"text": "From gzipped json."}) + "\n" + json.dumps({"text": "   "}) + "\n")
+    (folder / "c.csv").write_text("text,label\nFrom csv.,1\n")
+    Dataset.from_dict({"text": ["From parquet."]}).to_parquet(str(folder / "d.parquet"))
+    assert (folder / "a.txt").stat().st_size > 1.2e6
+    expected = load_documents(str(folder), "text", tmp_path / "hf")
+    stream = DocumentStream(str(folder))
+    assert stream.count() == len(expected)
+    assert list(stream.documents()) == expected
+    assert list(stream.documents(len(expected) - 3)) == expected[-3:]  # whole files skipped
+    capped = DocumentStream(str(folder), max_documents=5)
+    assert capped.count() == 5 and list(capped.documents()) == expected[:5]

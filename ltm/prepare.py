@@ -21,7 +21,12 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags and prepare the shards; user errors print one `error:` line and return 2."""
+    import os
     import signal
+
+    # A `datasets` stream imports torch (about 200 MB resident) only to share its epoch counter with
+    # DataLoader workers; this tool has none. Set before `datasets` is imported.
+    os.environ.setdefault("USE_TORCH", "0")
 
     from ltm.cli.errors import report_user_errors
     from ltm.cli.prepare_args import build_parser, config_from_args

@@ -20,7 +20,7 @@ Interrupted run: the largest --num-proc again, killed with SIGKILL (main process
 once) when half its shards are on disk, then the same command run again; its output must equal the
 straight run's, file by file (SHA-256). Outputs are deleted once hashed (`--keep` keeps them).
 
-Run:  python bench/prepare.py --size 2G           (the issue's figure; about 30 min on 2 cores)
+Run:  python bench/prepare.py --size 2G           (the issue's figure; about 40 min on 2 cores)
       python bench/prepare.py --size 100M         (about 2-3 minutes)
       python bench/prepare.py --quick              (smoke run: 3 MB)
 The last line is the peak memory and the 2-process/1-process throughput ratio.

@@ -37,7 +37,9 @@ class DataConfig:
 
     Attributes:
         dataset: "embedded" (the stdlib's documentation, offline), a local file or folder
-            (.txt, .jsonl/.json(.gz), .parquet, .csv), or a hub dataset name (needs a hub).
+            (.txt, .jsonl/.json(.gz), .parquet, .csv), a hub dataset name (needs a hub), or a
+            folder of token shards written by `python -m ltm.prepare` (read in place, with its own
+            tokenizer and split).
         text_field: Column holding the text (json/parquet/csv).
         tokenizer: "bpe" to train a byte-level BPE on the training split, or a tokenizer.json path.
         vocab_size: Size of the trained BPE (at least 259); ignored for a tokenizer.json.

@@ -105,15 +105,15 @@ def _fingerprint(cfg: ShardConfig, rows) -> dict:
     if cfg.tokenizer != "bpe":
         path = Path(cfg.tokenizer).expanduser().resolve()
         data["tokenizer"] = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
-    return json_ready(data)
+    return _json_ready(data)
 
 
-def json_ready(obj):
+def _json_ready(obj):
     """`obj` with tuples as lists, as it reads back from JSON (so saved and fresh values compare)."""
     if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
+        return {k: _json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
+        return [_json_ready(v) for v in obj]
     return obj
 
 
@@ -128,7 +128,7 @@ def prepare_shards(cfg: ShardConfig, out_dir: str | Path, num_proc: int = 1, row
             settings is left as it is, an unfinished one is resumed.
         num_proc: Processes that encode (1: this process alone).
         rows: Rows to read instead of `cfg.dataset` (e.g. a streaming `datasets.IterableDataset`),
-            iterated once per pass; `cfg.dataset` then only names them.
+            iterated once per pass, in the same order each time; `cfg.dataset` then only names them.
         overwrite: Delete an earlier preparation in `out_dir` (with other settings) and start again.
         on_shard: Called with each shard's number once the shard and the index are on disk.
         log: Where the one-line messages go.
@@ -180,18 +180,14 @@ def _earlier_run(out: Path, fresh: dict, overwrite: bool) -> dict | None:
         return None
     if not out.is_dir():
         raise ConfigError(f"--out-dir {str(out)!r} is a file; name a new or empty folder.")
-    ours = _our_files(out)
     if overwrite:
-        for p in ours:
-            p.unlink()
-        return None
+        return None  # its files go once the new run's first pass has worked (`_start`)
     if not shards.is_prepared(out):
+        ours = _our_files(out)
         if any(p not in ours for p in out.iterdir()):
             raise ConfigError(f"--out-dir {str(out)!r} is not empty and holds no finished or interrupted "
                               f"preparation; choose a new or empty folder, or pass --overwrite.")
-        for p in ours:  # left by a run stopped before its first index: nothing to resume
-            p.unlink()
-        return None
+        return None  # files of a run stopped before its first index: nothing to resume
     index = shards.read_index(out)
     for key in ("config", "fingerprint"):
         old, new = index.get(key, {}), fresh[key]
@@ -239,8 +235,11 @@ def _tokenizer(cfg: ShardConfig, stream: DocumentStream, is_val: np.ndarray) -> 
 
 
 def _start(out: Path, fresh: dict, stream: DocumentStream, tok, is_val: np.ndarray) -> dict:
-    """Write the tokenizer and a first index (no shards yet); the first writes of a run."""
+    """Write the tokenizer and a first index (no shards yet): the first writes of a run, after the
+    files of an earlier preparation there (`--overwrite`, or one stopped before its index) are gone."""
     out.mkdir(parents=True, exist_ok=True)
+    for p in _our_files(out):
+        p.unlink()
     tmp = out / (shards.TOKENIZER_FILE + ".tmp")
     tok.save(str(tmp))
     os.replace(tmp, out / shards.TOKENIZER_FILE)
@@ -358,6 +357,11 @@ def _write_shards(out: Path, index: dict, stream: DocumentStream, tok, is_val: n
                 if shard.tokens["train"] >= cfg["shard_tokens"]:
                     _finish(out, index, shard, start, chars_done, on_shard)
                     shard = None
+            if start != stream.num_documents:
+                raise DataError(f"dataset {cfg['dataset']!r} gave {start} documents on this pass but "
+                                f"{stream.num_documents} when they were counted: it changed during the "
+                                f"preparation (or its rows come in another order each time); start again "
+                                f"with --overwrite once it is fixed.")
             if shard is not None or not done:  # the last partial shard (or one empty shard)
                 shard = shard or _OpenShard(out, 0, lead)
                 _finish(out, index, shard, start, chars_done, on_shard)

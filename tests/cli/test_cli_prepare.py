@@ -39,7 +39,8 @@ def test_prepare_then_train_on_the_shards(tmp_path):
 def test_sigterm_stops_and_the_same_command_resumes(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt", paragraphs=600)
     out, straight = tmp_path / "stopped", tmp_path / "straight"
-    flags = ["--dataset", str(corpus), "--vocab-size", "300", "--shard-tokens", "2000", "--chunk-chars", "900"]
+    flags = ["--dataset", str(corpus), "--vocab-size", "300", "--shard-tokens", "2000",
+             "--chunk-chars", "900"]
     assert main([*flags, "--out-dir", str(straight)]) == 0
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     # the child stops itself on SIGTERM once its second shard is on disk

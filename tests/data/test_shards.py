@@ -261,3 +261,32 @@ def test_streamed_documents_are_the_in_memory_documents(tmp_path):
     assert list(stream.documents(len(expected) - 3)) == expected[-3:]  # whole files skipped
     capped = DocumentStream(str(folder), max_documents=5)
     assert capped.count() == 5 and list(capped.documents()) == expected[:5]
+
+
+def test_overwrite_keeps_the_old_folder_until_the_new_source_reads(corpus, tmp_path):
+    folder = prepare(tmp_path, "done", corpus)
+    before = contents(folder)
+    blank = write_jsonl(tmp_path / "blank.jsonl", ["", "   "])
+    with pytest.raises(DataError, match="no text in field"):
+        prepare_shards(ShardConfig(dataset=str(blank), **SMALL), folder, overwrite=True, log=quiet)
+    assert contents(folder) == before
+    cfg = ShardConfig(dataset=str(corpus), **SMALL, **TINY_SHARDS, seed=1)
+    prepare_shards(cfg, folder, overwrite=True, log=quiet)
+    assert json.loads((folder / "index.json").read_text())["config"]["seed"] == 1
+    assert contents(folder) == contents(prepare(tmp_path, "fresh", corpus, seed=1))
+
+
+class ShrinkingStream(FakeStream):
+    """Rows that change between passes: fewer on every iteration after the first."""
+
+    def __iter__(self):
+        rows, self.rows = self.rows, self.rows[:-10]
+        return iter(rows)
+
+
+def test_a_source_that_changes_between_passes_is_refused(corpus, tmp_path):
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    cfg = ShardConfig(dataset="changing", **SMALL, **TINY_SHARDS, tokenizer=str(shared_separator_tokenizer(
+        tmp_path)))
+    with pytest.raises(DataError, match=r"gave \d+ documents on this pass but 240 when they were counted"):
+        prepare_shards(cfg, tmp_path / "out", rows=ShrinkingStream(rows), log=quiet)

@@ -30,7 +30,7 @@ LAYERS = [
     ["ltm.sampling"],
     ["ltm.eval"],
     ["ltm.cli"],
-    ["ltm.train", "ltm.sample", "ltm.evaluate", "ltm.compare", "ltm.export"],
+    ["ltm.train", "ltm.sample", "ltm.evaluate", "ltm.compare", "ltm.export", "ltm.prepare"],
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 FAMILY_FILES = ("ltm/ponder/", "ltm/models/latent_thought.py", "ltm/models/family.py")

@@ -9,24 +9,30 @@ them (the test suite runs the library with them on).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
 
-import pyro
-
 from ltm.core.errors import Preempted, UserError
 
 
-def report_user_errors(body: Callable[[], object]) -> int:
+def _pyro_checks_off():
+    import pyro  # only the tools that run models load it (not ltm.prepare)
+
+    return pyro.validation_enabled(False)
+
+
+def report_user_errors(body: Callable[[], object], pyro_checks_off: bool = True) -> int:
     """Run a CLI's body and return 0; a user error prints its first line as `error: ...` and returns
     its exit status (2, or 1 for a failed save); a stop on a signal prints its one line and returns
     128 + the signal number.
 
-    With LTM_DEBUG=1 a user error propagates with its traceback instead.
+    With LTM_DEBUG=1 a user error propagates with its traceback instead. `pyro_checks_off=False`
+    leaves Pyro alone (and unimported), for a tool that runs no model.
     """
     try:
-        with pyro.validation_enabled(False):
+        with _pyro_checks_off() if pyro_checks_off else contextlib.nullcontext():
             body()
         return 0
     except Preempted as stop:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
-import re
 
+from ltm.cli.docstrings import attribute_docs
 from ltm.families import FAMILIES, resolve_family
 from ltm.training.config import (
     ALIASES,
@@ -25,21 +24,6 @@ from ltm.training.config import (
     merge_values,
 )
 from ltm.training.values import convert, field_default, field_type
-
-
-def attribute_docs(cls: type) -> dict[str, str]:
-    """Field descriptions from the "Attributes:" section of a Google-style class docstring."""
-    docs, current, inside = {}, None, False
-    for line in (inspect.getdoc(cls) or "").splitlines():
-        if line.strip() == "Attributes:":
-            inside = True
-        elif inside and (m := re.match(r"^    (\w+): (.*)$", line)):
-            current, docs[m.group(1)] = m.group(1), m.group(2)
-        elif inside and current and line.startswith("        "):
-            docs[current] += " " + line.strip()
-        elif inside and line.strip():
-            break
-    return docs
 
 
 def flag_name(*parts: str) -> str:

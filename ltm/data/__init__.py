@@ -4,14 +4,28 @@
     data = prepare_data(DataConfig(block_size=128), cache_dir="runs/cache")
     batches = BatchIterator(data.train, batch_size=32, seed=0)
     x = next(batches)  # (B, T+1): inputs x[:, :-1], targets x[:, 1:]
+
+Corpora larger than memory: `ltm.data.shard_prep.prepare_shards` (`python -m ltm.prepare`) writes
+token shards that `prepare_data` opens memory-mapped when `dataset` names their folder.
+
+The names below are imported on first use, so a process that only tokenizes (the workers of
+`python -m ltm.prepare`) does not load torch.
 """
 
 from __future__ import annotations
 
-from ltm.data.blocks import BatchIterator, TokenBlocks
-from ltm.data.embedded import embedded_documents
-from ltm.data.prepare import DataConfig, PreparedData, prepare_data
-from ltm.data.tokenizer import decode, encode
+import importlib
 
-__all__ = ["BatchIterator", "DataConfig", "PreparedData", "TokenBlocks", "decode", "embedded_documents",
-           "encode", "prepare_data"]
+_EXPORTS = {
+    "BatchIterator": "ltm.data.blocks", "TokenBlocks": "ltm.data.blocks",
+    "embedded_documents": "ltm.data.embedded",
+    "DataConfig": "ltm.data.prepare", "PreparedData": "ltm.data.prepare", "prepare_data": "ltm.data.prepare",
+    "decode": "ltm.data.tokenizer", "encode": "ltm.data.tokenizer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ltm.data' has no attribute '{name}'")

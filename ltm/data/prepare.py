@@ -21,16 +21,14 @@ from pathlib import Path
 import numpy as np
 import tokenizers
 from tokenizers import Tokenizer
-from tqdm.auto import tqdm
 
 from ltm.core.errors import ConfigError, DataError, MissingFileError
-from ltm.data import corpus
+from ltm.data import corpus, shards
 from ltm.data import tokenizer as tk
 from ltm.data.blocks import TokenBlocks
+from ltm.data.packing import pack, split_documents
 
 CACHE_VERSION = 1
-_CHUNK_CHARS = 200_000  # text per encode_batch call (progress granularity)
-_PROGRESS_CHARS = 1_000_000  # show a progress bar above this much text
 
 
 @dataclass
@@ -39,7 +37,9 @@ class DataConfig:
 
     Attributes:
         dataset: "embedded" (the stdlib's documentation, offline), a local file or folder
-            (.txt, .jsonl/.json(.gz), .parquet, .csv), or a hub dataset name (needs a hub).
+            (.txt, .jsonl/.json(.gz), .parquet, .csv), a hub dataset name (needs a hub), or a
+            folder of token shards written by `python -m ltm.prepare` (read in place, with its own
+            tokenizer and split).
         text_field: Column holding the text (json/parquet/csv).
         tokenizer: "bpe" to train a byte-level BPE on the training split, or a tokenizer.json path.
         vocab_size: Size of the trained BPE (at least 259); ignored for a tokenizer.json.
@@ -113,30 +113,6 @@ def cache_key(cfg: DataConfig) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def split_documents(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of document indices 0..n-1 into (train, val), each in ascending order."""
-    n_val = 0 if val_fraction == 0 else min(n - 1, max(1, round(val_fraction * n)))
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def pack(tok: Tokenizer, docs: list[str], bos: int, eos: int, desc: str) -> np.ndarray:
-    """Token stream BOS doc EOS BOS doc EOS ...; one shared separator when bos == eos. Shape (N,)."""
-    dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.int32
-    parts = [np.array([bos], dtype=dtype)] if bos == eos else []
-    wrap_bos = [bos] if bos != eos else []
-    sizes = [len(d) for d in docs]
-    ends = np.searchsorted(np.cumsum(sizes), np.arange(_CHUNK_CHARS, sum(sizes), _CHUNK_CHARS), side="right")
-    bounds = [0, *sorted(set(ends.tolist()) - {0, len(docs)}), len(docs)]  # chunks of ~_CHUNK_CHARS
-    with tqdm(total=sum(sizes), desc=desc, unit="char", unit_scale=True,
-              disable=sum(sizes) < _PROGRESS_CHARS) as bar:
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            for enc in tok.encode_batch(docs[lo:hi], add_special_tokens=False):
-                parts.append(np.array(wrap_bos + enc.ids + [eos], dtype=dtype))
-            bar.update(sum(sizes[lo:hi]))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
-
 def _build(cfg: DataConfig, cache_dir: Path, out: Path) -> None:
     """Load, split, tokenize and pack; write tokenizer.json, train.npy, val.npy, meta.json to `out`."""
     docs = corpus.load_documents(cfg.dataset, cfg.text_field, cache_dir / "hf",
@@ -169,6 +145,22 @@ def _blocks(tokens: np.ndarray, block_size: int, split: str, cfg: DataConfig) ->
     return TokenBlocks(tokens, block_size)
 
 
+def _open_prepared(cfg: DataConfig) -> PreparedData:
+    """The blocks of a folder of token shards (`ltm.data.shard_prep`), every shard checked first."""
+    folder = Path(cfg.dataset).expanduser()
+    index, train, val = shards.open_prepared(folder)
+    tok = Tokenizer.from_file(str(folder / shards.TOKENIZER_FILE))
+    if cfg.tokenizer != "bpe" and tk.load_tokenizer(cfg.tokenizer).to_str() != tok.to_str():
+        raise ConfigError(f"the prepared folder {cfg.dataset!r} was tokenized with another tokenizer than "
+                          f"{cfg.tokenizer!r}; prepare it again with --tokenizer {cfg.tokenizer}, or train "
+                          f"with its own tokenizer (--tokenizer bpe).")
+    data_cfg = dataclasses.replace(cfg, val_fraction=index["config"]["val_fraction"])
+    return PreparedData(tokenizer=tok, train=_blocks(train, cfg.block_size, "train", data_cfg),
+                        val=_blocks(val, cfg.block_size, "validation", data_cfg), bos_id=index["bos_id"],
+                        eos_id=index["eos_id"], pad_id=index["pad_id"], vocab_size=index["vocab_size"],
+                        cache_path=folder, from_cache=True)
+
+
 def prepare_data(cfg: DataConfig, cache_dir: str | Path) -> PreparedData:
     """Load text, get or train the tokenizer, tokenize, pack, split, and cache; or reuse the cache.
 
@@ -180,8 +172,12 @@ def prepare_data(cfg: DataConfig, cache_dir: str | Path) -> PreparedData:
         FileNotFoundError: A missing data path or tokenizer file.
         ValueError: Unreadable or empty data, a missing text column, too little text for one block
             per split, a vocab_size below the byte-level minimum, or an unreadable tokenizer.
+    A `dataset` that names a folder prepared by `python -m ltm.prepare` (it holds `index.json`) is
+    opened memory-mapped instead: its tokenizer, split and shards are the ones it was prepared with.
     """
     _check(cfg)
+    if shards.is_prepared(cfg.dataset):
+        return _open_prepared(cfg)
     cache_dir = Path(cache_dir).expanduser()
     path = cache_dir / cache_key(cfg)
     from_cache = (path / "meta.json").is_file()

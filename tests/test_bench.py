@@ -52,3 +52,13 @@ def test_throughput_quick_reports_each_family_in_fp32_and_bf16():
                      proc.stdout), proc.stdout
     assert lines[-1].startswith("vanilla bf16/fp32 speed-up ratio: "), lines[-1]
     assert re.search(r"target >= 1\.5x: (PASS|FAIL)", lines[-1]), lines[-1]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_part_on_the_cpu(tmp_path):
+    """`bench/gpu.sh --dry-run`: the GPU check's parts at tiny shapes on the CPU (3 minutes)."""
+    env = {**os.environ, "OUT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), "--dry-run"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert re.search(r"gpu check: \d+ parts passed, 0 failed", proc.stdout.strip().splitlines()[-1])

@@ -88,6 +88,7 @@ def test_auto_picks_bf16_only_on_native_hardware(monkeypatch):
         resolve_precision("fp16", CPU)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bf16_step_on_cuda_stays_close_to_fp32():
     cuda = torch.device("cuda")

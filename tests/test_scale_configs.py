@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ltm.training.config import TrainConfig
+from ltm.training.config import TrainConfig, load_config_file
 from tests.cli_helpers import REPO
 
 CONFIGS = sorted((REPO / "configs" / "scale").glob("*.yaml"))
@@ -22,11 +22,7 @@ def test_there_are_the_papers_sizes():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_each_config_reads_and_states_its_cost(path):
-    cfg = TrainConfig.from_file(path) if hasattr(TrainConfig, "from_file") else None
-    if cfg is None:
-        from ltm.training.config import load_config_file
-
-        cfg = TrainConfig.from_dict(load_config_file(path), str(path))
+    cfg = TrainConfig.from_dict(load_config_file(path), str(path))
     assert cfg.data.block_size == 1024
     header = path.read_text()
     for figure in ("M parameters", "GFLOP per token", "tokens/s", "peak memory"):

@@ -13,6 +13,7 @@ The packages are optional extras: `pip install "ltm[tensorboard]"`, `pip install
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import math
 import os
@@ -64,9 +65,11 @@ def source_commit() -> str | None:
 
 def run_info() -> dict:
     """What identifies the code of a run: the ltm version and the git commit."""
-    import ltm
-
-    return {"ltm_version": ltm.__version__, "git_commit": source_commit()}
+    try:
+        version = importlib.metadata.version("ltm")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"ltm_version": version, "git_commit": source_commit()}
 
 
 def _scalars(record: dict) -> dict[str, float]:

@@ -15,7 +15,10 @@ other three need log q(z); asking for one of them is refused).
 Each K also reports the posterior diagnostics (KL per latent vector, active units, mutual
 information; `ltm.inference.diagnostics`), and `--long-fit N` the gap of each K to an N-step fit.
 Families whose NLL is exact get one heading, their exact NLL, computed once (`ltm.eval.exact`). Zero-shot sets
-(`--wikitext2`, `--ptb`, `--lambada`, `--blimp`) are scored by `ltm.eval.zero_shot`.
+(`--wikitext2`, `--ptb`, `--lambada`, `--blimp`) are scored by `ltm.eval.zero_shot`. A run trained
+on a reasoning task (`--dataset reasoning:...`) is scored on that task's test questions with
+`--task run --difficulties 2,4,6` (`ltm.eval.reasoning_tasks`): greedy exact-match accuracy, answer
+NLL, tokens and FLOPs per answer, by difficulty.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ltm.cli.evaluate_args import (
 from ltm.core.errors import ConfigError
 from ltm.eval.curve import PROTOCOL_KEYS
 from ltm.eval.held_out import PROTOCOLS, held_out_blocks, score_held_out
+from ltm.eval.reasoning_tasks import score_tasks, task_plan
 from ltm.eval.zero_shot import check_sets, run_sets
 from ltm.inference.data_parallel import data_parallel
 from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
@@ -72,9 +76,10 @@ def _run(args: argparse.Namespace, device: str) -> dict:
     prefix = check_args(args, config.data.block_size)
     sets = zero_shot_paths(args)
     check_sets(sets, args.limit)
-    if args.batches == 0 and not sets:
+    tasks = task_plan(args, config.data.dataset, config.data.block_size) if args.task else None
+    if args.batches == 0 and not sets and not tasks:
         raise ConfigError("nothing to evaluate: --batches 0 and no zero-shot set (--wikitext2, --ptb, "
-                          "--lambada, --blimp).")
+                          "--lambada, --blimp) or --task.")
     guide = load_guide(step_dir, device, model, args.trust_code)
     protocols = check_protocols(args, guide, sets)
     batch_size = args.batch_size or config.batch_size
@@ -98,6 +103,9 @@ def _run(args: argparse.Namespace, device: str) -> dict:
                                        config.data.block_size, num_samples=args.iwae_samples,
                                        limit=args.limit, seed=args.seed, prefix_len=args.prefix_len,
                                        batch_size=batch_size)
+    if tasks:
+        report["reasoning"] = score_tasks(model, tokenizer, tasks, inner, seed=args.seed,
+                                          batch_size=batch_size)
     return report
 
 

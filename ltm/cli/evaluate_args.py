@@ -22,8 +22,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="runs/ltm-default", help="run directory (latest step) or "
                    "step directory (default: runs/ltm-default)")
     p.add_argument("--inner-steps", default="0,4,16", help="comma list of budgets K (default: 0,4,16)")
-    p.add_argument("--batches", type=int, default=8, help="batches of held-out blocks to score; 0 skips "
-                   "them (e.g. to run zero-shot sets only) (default: 8)")
+    p.add_argument("--batches", type=int, default=None, help="batches of held-out blocks to score; 0 skips "
+                   "them (e.g. to run zero-shot sets only) (default: 8, or 0 with --task)")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the run's)")
     p.add_argument("--split", choices=("val", "train"), default="val",
                    help="split of the run's dataset to score (default: val)")
@@ -61,6 +61,15 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     group.add_argument("--blimp", default=None, help="BLiMP <paradigm>.jsonl(.gz) file or folder")
     group.add_argument("--limit", type=int, default=None, help="at most N examples per set (blocks for "
                        "WikiText-2/PTB, passages for LAMBADA, pairs per paradigm for BLiMP)")
+    group = p.add_argument_group("reasoning tasks (runs trained on --dataset reasoning:...; see "
+                                 "ltm.data.reasoning)")
+    group.add_argument("--task", default=None, help="score greedy answers to this task's test questions: a "
+                       "task name (addition, multiplication, reachability, swaps, parity) or 'run' for the "
+                       "run's own task")
+    group.add_argument("--difficulties", default=None, help="comma list of the task's difficulty knob "
+                       "(default: the run's)")
+    group.add_argument("--task-examples", type=int, default=200, help="test questions per difficulty "
+                       "(default: 200)")
     return p
 
 
@@ -88,6 +97,8 @@ def check_args(args: argparse.Namespace, block_size: int) -> int:
         raise ConfigError(f"--elbo-draws must be >= 1, got {args.elbo_draws}.")
     if args.long_fit is not None and args.long_fit < 1:
         raise ConfigError(f"--long-fit must be >= 1 inner steps, got {args.long_fit}.")
+    if args.batches is None:
+        args.batches = 0 if args.task else 8
     if args.batches < 0:
         raise ConfigError(f"--batches must be >= 0, got {args.batches}.")
     if args.fast_lr is not None and not (math.isfinite(args.fast_lr) and args.fast_lr > 0):

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 from ltm.core.errors import ConfigError, DataError, MissingFileError
-from ltm.data import embedded
+from ltm.data import embedded, reasoning
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet",
              ".csv": "csv", ".tsv": "csv", ".zip": "zip"}
@@ -72,6 +72,8 @@ def fingerprint(dataset: str) -> dict:
     """What the documents depend on, for cache keys: file paths, sizes and mtimes (not contents)."""
     if dataset == "embedded":
         return embedded.fingerprint()
+    if reasoning.is_reasoning_spec(dataset):
+        return {"reasoning": dataset, "generator": reasoning.GENERATOR_VERSION}
     if _is_hub_name(dataset):
         return {"hub": dataset}
     files = data_files(dataset)
@@ -213,7 +215,8 @@ def load_documents(dataset: str, text_field: str, cache_dir: str | Path,
     """Non-empty text documents of `dataset`, in a deterministic order.
 
     Args:
-        dataset: "embedded", a local file or folder, or a hub dataset name.
+        dataset: "embedded", a reasoning task (`reasoning:addition?digits=4`, `ltm.data.reasoning`),
+            a local file or folder, or a hub dataset name.
         text_field: Column holding the text (json/parquet/csv; `.txt` files always use their text).
         cache_dir: Where `datasets` may keep its Arrow cache.
         encoding: The text encoding of local .txt, .json(l) and .csv files and of .txt members
@@ -227,6 +230,8 @@ def load_documents(dataset: str, text_field: str, cache_dir: str | Path,
     encodings = _encodings(encoding)
     if dataset == "embedded":
         return list(embedded.embedded_documents())
+    if reasoning.is_reasoning_spec(dataset):
+        return reasoning.parse_reasoning(dataset).documents()
     cache_dir = Path(cache_dir)
     if _is_hub_name(dataset):
         docs = _load_hub(dataset, text_field, cache_dir)

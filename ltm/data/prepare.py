@@ -23,7 +23,7 @@ import tokenizers
 from tokenizers import Tokenizer
 
 from ltm.core.errors import ConfigError, DataError, MissingFileError
-from ltm.data import corpus, shards
+from ltm.data import corpus, reasoning, shards
 from ltm.data import tokenizer as tk
 from ltm.data.blocks import TokenBlocks
 from ltm.data.packing import pack, split_documents
@@ -36,7 +36,8 @@ class DataConfig:
     """What to train on and how to cut it.
 
     Attributes:
-        dataset: "embedded" (the stdlib's documentation, offline), a local file or folder
+        dataset: "embedded" (the stdlib's documentation, offline), a reasoning task
+            (`reasoning:addition?digits=4&steps=1`, see `ltm.data.reasoning`), a local file or folder
             (.txt, .jsonl/.json(.gz), .parquet, .csv), a hub dataset name (needs a hub), or a
             folder of token shards written by `python -m ltm.prepare` (read in place, with its own
             tokenizer and split).
@@ -133,6 +134,9 @@ def _build(cfg: DataConfig, cache_dir: Path, out: Path) -> None:
     np.save(out / "val.npy", pack(tok, val_docs, bos, eos, "tokenizing val"))
     meta = {"config": dataclasses.asdict(cfg), "documents": {"train": len(train_docs), "val": len(val_docs)},
             "characters": sum(map(len, docs))}
+    if reasoning.is_reasoning_spec(cfg.dataset):  # BOS + the longest example + EOS
+        meta["longest_document_tokens"] = 2 + max(len(e.ids) for e in tok.encode_batch(
+            docs, add_special_tokens=False))
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -143,6 +147,15 @@ def _blocks(tokens: np.ndarray, block_size: int, split: str, cfg: DataConfig) ->
         raise DataError(f"the {split} split of {cfg.dataset!r} has {n} tokens but one block needs "
                         f"block_size + 1 = {need}: use block_size <= {max(1, n - 1)}, more text{hint}.")
     return TokenBlocks(tokens, block_size)
+
+
+def _check_fits(cfg: DataConfig, longest: int) -> None:
+    """Refuse a reasoning task whose examples (question, steps and answer) do not fit one block:
+    the model could never see a whole question and its answer together."""
+    if longest > cfg.block_size + 1:
+        raise DataError(f"{cfg.dataset} writes examples of up to {longest} tokens, more than one block of "
+                        f"{cfg.block_size} + 1; raise --block-size to at least {longest - 1} or lower the "
+                        f"difficulty.")
 
 
 def _open_prepared(cfg: DataConfig) -> PreparedData:
@@ -192,6 +205,8 @@ def prepare_data(cfg: DataConfig, cache_dir: str | Path) -> PreparedData:
                 raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    if reasoning.is_reasoning_spec(cfg.dataset):
+        _check_fits(cfg, json.loads((path / "meta.json").read_text())["longest_document_tokens"])
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
     bos, eos, pad = tk.special_ids(tok)
     train = _blocks(np.load(path / "train.npy", mmap_mode="r"), cfg.block_size, "train", cfg)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ltm.core.errors import ConfigError
+from ltm.core.errors import ConfigError, DataError
 from ltm.data.reasoning import ANSWER, ReasoningExample, answer_of
 from ltm.data.tokenizer import decode, encode, special_ids
 from ltm.inference import InnerLoopConfig
@@ -93,12 +93,13 @@ def score_reasoning(family, tokenizer, examples: list[ReasoningExample], *, with
         examples: Examples of one task at one difficulty (e.g. `task.examples(n, "test")`).
         with_steps: The model writes steps before its answer (it was trained on them).
         max_new_tokens: Most tokens generated per question (default: the longest true
-            continuation's length plus a half, plus 8).
+            continuation's length plus a half, plus 8, within the block size).
         batch_size: Questions decoded together.
         inner: Inner-loop settings for families with sequence-level thoughts (default K = 16).
 
     Raises:
         ConfigError: for no examples, or examples of several tasks or difficulties.
+        DataError: for examples longer than the model's block size.
     """
     if not examples:
         raise ConfigError("no reasoning examples to score; pass at least one.")
@@ -108,10 +109,15 @@ def score_reasoning(family, tokenizer, examples: list[ReasoningExample], *, with
     inner = inner or InnerLoopConfig(steps=16)
     _, eos_id, _ = special_ids(tokenizer)
     prompts = [_prompt_ids(tokenizer, e) for e in examples]
+    whole = max(len(encode(tokenizer, e.text(with_steps), bos=True, eos=True)) for e in examples)
+    block, longest_prompt = family.decoder.cfg.block_size, max(map(len, prompts))
+    if whole > block:
+        raise DataError(f"{examples[0].task} at difficulty {examples[0].difficulty} writes examples of up "
+                        f"to {whole} tokens, more than the model's block size {block}; score a lower "
+                        f"difficulty.")
     if max_new_tokens is None:
-        longest = max(len(encode(tokenizer, e.text(with_steps), eos=True))
-                      - len(encode(tokenizer, e.prompt())) for e in examples)
-        max_new_tokens = longest + longest // 2 + 8
+        longest = whole - longest_prompt
+        max_new_tokens = min(longest + longest // 2 + 8, block - longest_prompt)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, eos_id=eos_id)
     correct, generated, counter = 0, 0, FlopCounterMode(display=False)
     with counter:

@@ -11,6 +11,7 @@ from ltm.core.registry import resolve
 from ltm.models.family import Family
 from ltm.models.latent_thought import LatentThoughtModel
 from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
+from ltm.ponder.coconut import Coconut
 from ltm.ponder.looped import LoopedDecoder
 from ltm.ponder.pause import PauseTokens
 from ltm.ponder.ponderlm import PonderLM
@@ -27,6 +28,7 @@ FAMILIES: dict[str, type[Family]] = {
     "pause": PauseTokens,
     "looped": LoopedDecoder,
     "ponderlm2_stochastic": StochasticPonderLM2,
+    "coconut": Coconut,
 }
 
 

@@ -25,6 +25,7 @@ FAMILY_FLAGS = {
     "pause": ["--pause.pauses", "1"],
     "looped": ["--looped.loops", "2"],
     "ponderlm2_stochastic": [],  # its default guide: ThoughtGuide
+    "coconut": [],  # on prose: token 5 of the trained BPE stands for its thought slot
 }
 
 

@@ -1,0 +1,134 @@
+"""Coconut (Hao et al. 2024, "Training Large Language Models to Reason in a Continuous Latent
+Space"; family "coconut"): continuous thoughts in place of written reasoning steps.
+
+A block may hold thought slots: positions after the first whose token is `<|thought|>` (between `<|bot|>` and
+`<|eot|>` in the reasoning data, `ltm.data.reasoning`). A thought slot's input is not that token's
+embedding but the last hidden state (after the final norm) of the position before it, so a chain
+of c thoughts is c more serial steps of the whole decoder. Thought and `<|eot|>` targets are not
+scored: the data places them, the model never has to write them.
+
+Prior: `ContextDelta`, a Delta at the hidden state (the thoughts are written as the deterministic
+site "thoughts", (B, T, 1, D), zero where a position holds no thought). Guide: none ("none"); the
+ELBO is the summed cross-entropy of the scored tokens. A block without thought slots is computed
+exactly as by the vanilla decoder, so stage 0 of the curriculum is vanilla with written steps.
+
+Training fills the thoughts in n + 1 passes for n thoughts per row at most: pass i reads the i-th
+thought of every row off the hidden states of pass i - 1 (exact, since everything before it is
+already exact), the last pass gives the logits; gradients flow through every pass. Decoding with a
+KV cache feeds a thought slot the previous step's hidden state, so cached decoding equals the
+full pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyro
+import torch
+
+from ltm.core.errors import ConfigError
+from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, THOUGHT_SITE, TOKEN_SITE
+from ltm.models.decoder import Decoder
+from ltm.models.family import DecodeState
+from ltm.ponder.token_level import TokenLevelFamily
+
+
+@dataclass
+class CoconutOptions:
+    """The `coconut` config section.
+
+    Attributes:
+        thought_id: Token id of the `<|thought|>` slot (the reasoning tokenizer's; see
+            `ltm.data.reasoning.THOUGHT`).
+        eot_id: Token id of `<|eot|>`, which ends a run of thoughts (its target is not scored).
+    """
+
+    thought_id: int = 5
+    eot_id: int = 4
+
+
+@dataclass
+class CoconutState(DecodeState):
+    """A decode state that also keeps each row's last hidden state (B, D): a thought's input."""
+
+    last_hidden: torch.Tensor | None = None
+
+
+class Coconut(TokenLevelFamily):
+    """A decoder whose `<|thought|>` slots take the previous position's last hidden state as input.
+
+    Args:
+        decoder: A `Decoder` with n_latent == 0.
+        thought_id: Token id of the thought slot.
+        eot_id: Token id that ends a run of thoughts.
+    """
+
+    name = "coconut"
+    Options = CoconutOptions
+    tied_head = True
+
+    def __init__(self, decoder: Decoder, thought_id: int = 5, eot_id: int = 4):
+        super().__init__(decoder)
+        for what, i in (("thought_id", thought_id), ("eot_id", eot_id)):
+            if not 0 <= i < decoder.cfg.vocab_size:
+                raise ConfigError(f"coconut's {what} {i} is not a token id of the vocabulary "
+                                  f"[0, {decoder.cfg.vocab_size}).")
+        self.thought_id, self.eot_id = thought_id, eot_id
+
+    def _thought_slots(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Where `tokens` (B, T) hold thought slots (B, T); the first position never does (no
+        hidden state comes before it: a thought token there is read as a token)."""
+        slots = tokens == self.thought_id  # (B, T)
+        slots[:, 0] = False
+        return slots
+
+    def _filled(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings (B, T, D) of `tokens` (B, T) with every thought slot filled, and the
+        final hidden states (B, T, D)."""
+        self.check_length(tokens.shape[1])
+        is_thought = self._thought_slots(tokens)  # (B, T)
+        rank = is_thought.cumsum(1) * is_thought  # (B, T): i for the i-th thought of its row, else 0
+        x = self.decoder.embed(tokens)  # (B, T, D)
+        h = self.decoder.hidden_states(embeds=x)  # (B, T, D)
+        for i in range(1, int(rank.max()) + 1):
+            before = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)  # (B, T, D): h of t - 1
+            x = torch.where((rank == i)[..., None], before, x)  # (B, T, D)
+            h = self.decoder.hidden_states(embeds=x)  # (B, T, D)
+        return x, h
+
+    def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, h = self._filled(inputs)  # (B, T, D) each
+        thoughts = (x * self._thought_slots(inputs)[..., None])[:, :, None]  # (B, T, 1, D)
+        return h, thoughts
+
+    def model(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pyro model over blocks `tokens` (B, T+1): predicts the tokens after each position, but
+        not the thought slots and `<|eot|>`, which the data places."""
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        placed = (targets == self.thought_id) | (targets == self.eot_id)  # (B, T)
+        targets = targets.masked_fill(placed, IGNORE_INDEX)  # (B, T)
+        with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
+            likelihood, thoughts = self.train_likelihood(inputs)
+            pyro.deterministic(THOUGHT_SITE, thoughts, event_dim=thoughts.dim() - 1)
+            pyro.sample(TOKEN_SITE, likelihood, obs=targets)
+        return thoughts
+
+    def exact_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.decoder.logits(self._filled(tokens)[1])  # (B, T, V)
+
+    @torch.no_grad()
+    def start_decode(self, tokens: torch.Tensor, max_len: int | None = None
+                     ) -> tuple[torch.Tensor, CoconutState]:
+        x, _ = self._filled(tokens)  # (B, P, D): the prompt's thoughts solved without the cache
+        cache = self.decoder.new_cache(tokens.shape[0], max_len)
+        h = self.decoder.hidden_states(embeds=x, cache=cache)[:, -1]  # (B, D)
+        return self.decoder.logits(h), CoconutState(cache, tokens.shape[1], last_hidden=h)
+
+    @torch.no_grad()
+    def decode_step(self, token: torch.Tensor, state: CoconutState) -> tuple[torch.Tensor, CoconutState]:
+        self.check_length(state.position + 1)
+        x = torch.where((token == self.thought_id)[:, None], state.last_hidden,
+                        self.decoder.embed(token))  # (B, D)
+        h = self.decoder.hidden_states(embeds=x[:, None], cache=state.cache)[:, -1]  # (B, D)
+        state.position, state.last_hidden = state.position + 1, h
+        return self.decoder.logits(h), state

@@ -27,6 +27,7 @@ from ltm.data import corpus, reasoning, shards
 from ltm.data import tokenizer as tk
 from ltm.data.blocks import TokenBlocks
 from ltm.data.packing import pack, split_documents
+from ltm.data.reasoning_data import build_reasoning, open_reasoning
 
 CACHE_VERSION = 1
 
@@ -115,7 +116,10 @@ def cache_key(cfg: DataConfig) -> str:
 
 
 def _build(cfg: DataConfig, cache_dir: Path, out: Path) -> None:
-    """Load, split, tokenize and pack; write tokenizer.json, train.npy, val.npy, meta.json to `out`."""
+    """Load, split, tokenize and pack; write tokenizer.json, train.npy, val.npy, meta.json to `out`
+    (a reasoning task: one example per block, `ltm.data.reasoning_data`)."""
+    if reasoning.is_reasoning_spec(cfg.dataset):
+        return build_reasoning(cfg, reasoning.parse_reasoning(cfg.dataset), out)
     docs = corpus.load_documents(cfg.dataset, cfg.text_field, cache_dir / "hf",
                                  cfg.encoding)[:cfg.max_documents]
     if cfg.val_fraction > 0 and len(docs) < 2:
@@ -134,9 +138,7 @@ def _build(cfg: DataConfig, cache_dir: Path, out: Path) -> None:
     np.save(out / "val.npy", pack(tok, val_docs, bos, eos, "tokenizing val"))
     meta = {"config": dataclasses.asdict(cfg), "documents": {"train": len(train_docs), "val": len(val_docs)},
             "characters": sum(map(len, docs))}
-    if reasoning.is_reasoning_spec(cfg.dataset):  # BOS + the longest example + EOS
-        meta["longest_document_tokens"] = 2 + max(len(e.ids) for e in tok.encode_batch(
-            docs, add_special_tokens=False))
+
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -147,15 +149,6 @@ def _blocks(tokens: np.ndarray, block_size: int, split: str, cfg: DataConfig) ->
         raise DataError(f"the {split} split of {cfg.dataset!r} has {n} tokens but one block needs "
                         f"block_size + 1 = {need}: use block_size <= {max(1, n - 1)}, more text{hint}.")
     return TokenBlocks(tokens, block_size)
-
-
-def _check_fits(cfg: DataConfig, longest: int) -> None:
-    """Refuse a reasoning task whose examples (question, steps and answer) do not fit one block:
-    the model could never see a whole question and its answer together."""
-    if longest > cfg.block_size + 1:
-        raise DataError(f"{cfg.dataset} writes examples of up to {longest} tokens, more than one block of "
-                        f"{cfg.block_size} + 1; raise --block-size to at least {longest - 1} or lower the "
-                        f"difficulty.")
 
 
 def _open_prepared(cfg: DataConfig) -> PreparedData:
@@ -205,12 +198,13 @@ def prepare_data(cfg: DataConfig, cache_dir: str | Path) -> PreparedData:
                 raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    if reasoning.is_reasoning_spec(cfg.dataset):
-        _check_fits(cfg, json.loads((path / "meta.json").read_text())["longest_document_tokens"])
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
     bos, eos, pad = tk.special_ids(tok)
-    train = _blocks(np.load(path / "train.npy", mmap_mode="r"), cfg.block_size, "train", cfg)
-    val = _blocks(np.load(path / "val.npy", mmap_mode="r"), cfg.block_size, "validation", cfg)
+    if reasoning.is_reasoning_spec(cfg.dataset):
+        train, val = open_reasoning(cfg, reasoning.parse_reasoning(cfg.dataset), path, pad)
+    else:
+        train = _blocks(np.load(path / "train.npy", mmap_mode="r"), cfg.block_size, "train", cfg)
+        val = _blocks(np.load(path / "val.npy", mmap_mode="r"), cfg.block_size, "validation", cfg)
     return PreparedData(tokenizer=tok, train=train, val=val, bos_id=bos, eos_id=eos, pad_id=pad,
                         vocab_size=tok.get_vocab_size(with_added_tokens=True), cache_path=path,
                         from_cache=from_cache)

@@ -26,28 +26,32 @@ _EOS_NAMES = (EOS, "<|endoftext|>", "</s>", "<|end_of_text|>", "[SEP]")
 _PAD_NAMES = (PAD, "<|padding|>", "<pad>", "[PAD]")
 
 
-def check_bpe_vocab_size(vocab_size: int) -> None:
-    """Raise ValueError when a byte-level BPE cannot have `vocab_size` entries."""
-    if vocab_size < MIN_BPE_VOCAB:
+def check_bpe_vocab_size(vocab_size: int, extra_special: int = 0) -> None:
+    """Raise ValueError when a byte-level BPE with `extra_special` more special tokens cannot have
+    `vocab_size` entries."""
+    least, specials = MIN_BPE_VOCAB + extra_special, len(SPECIAL_TOKENS) + extra_special
+    if vocab_size < least:
         raise ConfigError(
-            f"vocab_size={vocab_size} is too small for a byte-level BPE: it needs at least {MIN_BPE_VOCAB} "
-            f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens); set vocab_size >= {MIN_BPE_VOCAB}.")
+            f"vocab_size={vocab_size} is too small for a byte-level BPE: it needs at least {least} "
+            f"(256 bytes + {specials} special tokens); set vocab_size >= {least}.")
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, length: int | None = None) -> Tokenizer:
+def train_bpe(texts: Iterable[str], vocab_size: int, length: int | None = None,
+              extra_special: Sequence[str] = ()) -> Tokenizer:
     """Train a byte-level BPE on `texts` (deterministic for the same texts).
 
     Args:
         texts: Training documents.
-        vocab_size: Target size including bytes and special tokens (at least 259); a small corpus
-            may yield fewer entries.
+        vocab_size: Target size including bytes and special tokens (at least 259 plus the extra
+            specials); a small corpus may yield fewer entries.
         length: Number of texts, if known (for the trainer's bookkeeping only).
+        extra_special: More special tokens, given the ids after BOS, EOS and PAD (3, 4, ...).
     """
-    check_bpe_vocab_size(vocab_size)
+    check_bpe_vocab_size(vocab_size, len(extra_special))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *extra_special],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer, length=length)
     return tok

@@ -6,7 +6,8 @@ and the tokens and FLOPs each answer costs.
     score = score_reasoning(family, tokenizer, examples, with_steps=True)
     score.accuracy, score.tokens_per_answer, score.flops_per_answer
 
-A prompt is BOS and the question's line; the model writes its steps (if it was trained to) and
+A prompt is BOS and the question's line (for Coconut, followed by its run of thoughts at the stage
+it reached); the model writes its steps (if it was trained to) and
 `#### <answer>`; the answer is read from the first answer mark. FLOPs are counted, not estimated:
 `torch.utils.flop_counter` over the whole generation, the LTM's fit of q(z | question) included.
 The answer NLL is -log p(`#### answer` | question and, for a run trained with written steps, the
@@ -58,22 +59,23 @@ class ReasoningScore:
         return asdict(self)
 
 
-def _prompt_ids(tokenizer, example: ReasoningExample) -> list[int]:
-    return encode(tokenizer, example.prompt(), bos=True)
+def _prompt_ids(tokenizer, example: ReasoningExample, stage: int, thoughts: int) -> list[int]:
+    return encode(tokenizer, example.prompt(stage, thoughts), bos=True)
 
 
 def _answer_nll(family, tokenizer, examples: list[ReasoningExample], with_steps: bool,
-                inner: InnerLoopConfig) -> float:
+                inner: InnerLoopConfig, stage: int, thoughts: int) -> float:
     """Mean teacher-forced -log p(answer line | question [, true steps]) in nats."""
     total = 0.0
     for e in examples:
-        head = "".join(t for t, role in e.segments(with_steps) if role != ANSWER)
-        tail = next(t for t, role in e.segments(with_steps) if role == ANSWER)
+        pieces = e.segments(with_steps, stage, thoughts)
+        head = "".join(t for t, role in pieces if role != ANSWER)
+        tail = next(t for t, role in pieces if role == ANSWER)
         head_ids, tail_ids = encode(tokenizer, head, bos=True), encode(tokenizer, tail, eos=True)
         ids = torch.tensor([head_ids + tail_ids], device=family.decoder.embed.weight.device)  # (1, L)
         latents = None
         if family.sequence_latent:
-            latents = conditional_latents(family, [_prompt_ids(tokenizer, e)], inner, seed=0,
+            latents = conditional_latents(family, [_prompt_ids(tokenizer, e, stage, thoughts)], inner, seed=0,
                                           posterior_mean=True)  # (1, N, D), from the question only
         with torch.no_grad():
             logits = family.full_logits(ids[:, :-1], latents)  # (1, L-1, V)
@@ -84,7 +86,8 @@ def _answer_nll(family, tokenizer, examples: list[ReasoningExample], with_steps:
 
 def score_reasoning(family, tokenizer, examples: list[ReasoningExample], *, with_steps: bool,
                     max_new_tokens: int | None = None, batch_size: int = 32,
-                    inner: InnerLoopConfig | None = None) -> ReasoningScore:
+                    inner: InnerLoopConfig | None = None, stage: int = 0,
+                    thoughts_per_step: int = 1) -> ReasoningScore:
     """Greedy accuracy, answer NLL, tokens and FLOPs per answer of `family` on `examples`.
 
     Args:
@@ -96,6 +99,9 @@ def score_reasoning(family, tokenizer, examples: list[ReasoningExample], *, with
             continuation's length plus a half, plus 8, within the block size).
         batch_size: Questions decoded together.
         inner: Inner-loop settings for families with sequence-level thoughts (default K = 16).
+        stage: The curriculum stage the model reached (Coconut): the prompt ends with that stage's
+            run of thoughts, and the model writes only the steps left.
+        thoughts_per_step: Continuous thoughts per replaced step.
 
     Raises:
         ConfigError: for no examples, or examples of several tasks or difficulties.
@@ -108,8 +114,9 @@ def score_reasoning(family, tokenizer, examples: list[ReasoningExample], *, with
         raise ConfigError(f"score one task at one difficulty at a time; got {sorted(kinds)}.")
     inner = inner or InnerLoopConfig(steps=16)
     _, eos_id, _ = special_ids(tokenizer)
-    prompts = [_prompt_ids(tokenizer, e) for e in examples]
-    whole = max(len(encode(tokenizer, e.text(with_steps), bos=True, eos=True)) for e in examples)
+    prompts = [_prompt_ids(tokenizer, e, stage, thoughts_per_step) for e in examples]
+    whole = max(len(encode(tokenizer, e.text(with_steps, stage, thoughts_per_step), bos=True, eos=True))
+                for e in examples)
     block, longest_prompt = family.decoder.cfg.block_size, max(map(len, prompts))
     if whole > block:
         raise DataError(f"{examples[0].task} at difficulty {examples[0].difficulty} writes examples of up "
@@ -129,6 +136,6 @@ def score_reasoning(family, tokenizer, examples: list[ReasoningExample], *, with
                 correct += answer_of(decode(tokenizer, new)) == e.answer
     n = len(examples)
     task, difficulty = kinds.pop()
-    nll = _answer_nll(family, tokenizer, examples, with_steps, inner)
+    nll = _answer_nll(family, tokenizer, examples, with_steps, inner, stage, thoughts_per_step)
     return ReasoningScore(task, difficulty, n, correct / n, nll, generated / n, counter.get_total_flops() / n,
                           with_steps)

@@ -10,13 +10,13 @@ accuracy, answer NLL, and the tokens and FLOPs one answer costs.
 from __future__ import annotations
 
 from ltm.core.errors import ConfigError
-from ltm.data.reasoning import TASKS, ReasoningTask, is_reasoning_spec, parse_reasoning
+from ltm.data.reasoning import TASKS, ReasoningCorpus, ReasoningTask, is_reasoning_spec, parse_reasoning
 from ltm.eval.reasoning_score import score_reasoning
 
 
-def task_plan(args, dataset: str, block_size: int) -> list[tuple[ReasoningTask, bool, int]]:
-    """The (task at a difficulty, with written steps, questions) to score, from `--task`,
-    `--difficulties` and `--task-examples`, for a run trained on `dataset`.
+def task_plan(args, dataset: str, block_size: int) -> list[tuple[ReasoningTask, ReasoningCorpus, int]]:
+    """The (task at a difficulty, the corpus the run was trained on, questions) to score, from
+    `--task`, `--difficulties` and `--task-examples`, for a run trained on `dataset`.
 
     Raises:
         ConfigError: for a run trained on prose, an unknown task, a difficulty out of range or not
@@ -40,18 +40,21 @@ def task_plan(args, dataset: str, block_size: int) -> list[tuple[ReasoningTask, 
         except ValueError:
             raise ConfigError(f"--difficulties must be a comma list of integers like 2,4,6, got "
                               f"{args.difficulties!r}.") from None
-    return [(TASKS[name](level), trained.with_steps, args.task_examples) for level in levels]
+    return [(TASKS[name](level), trained, args.task_examples) for level in levels]
 
 
-def score_tasks(family, tokenizer, plan: list[tuple[ReasoningTask, bool, int]], inner, *, seed: int = 0,
-                batch_size: int = 32) -> list[dict]:
-    """Score each entry of `plan` (see `task_plan`); print one table row per difficulty."""
+def score_tasks(family, tokenizer, plan: list[tuple[ReasoningTask, ReasoningCorpus, int]], inner, *,
+                seed: int = 0, batch_size: int = 32) -> list[dict]:
+    """Score each entry of `plan` (see `task_plan`) as the run was trained: with or without written
+    steps, and (Coconut) with the thoughts of the last curriculum stage; one table row each."""
     rows = []
     print(f"{'task':<16}{'difficulty':>11}{'accuracy':>10}{'answer NLL':>12}{'tokens/answer':>15}"
           f"{'GFLOP/answer':>14}")
-    for task, with_steps, n in plan:
-        score = score_reasoning(family, tokenizer, task.examples(n, "test", seed), with_steps=with_steps,
-                                batch_size=batch_size, inner=inner)
+    for task, trained, n in plan:
+        score = score_reasoning(family, tokenizer, task.examples(n, "test", seed),
+                                with_steps=trained.with_steps, batch_size=batch_size, inner=inner,
+                                stage=trained.stages,
+                                thoughts_per_step=trained.thoughts)
         print(f"{task.name:<16}{task.difficulty:>11}{score.accuracy:>10.3f}{score.answer_nll:>12.3f}"
               f"{score.tokens_per_answer:>15.1f}{score.flops_per_answer / 1e9:>14.4f}")
         rows.append({"spec": task.spec, **score.to_dict()})

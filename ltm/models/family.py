@@ -135,6 +135,10 @@ class Family(nn.Module):
         """Feed one token per row (B,); return the next-token logits (B, V) and the state."""
         raise NotImplementedError
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """Raise a ConfigError when the family's token ids (special slots) disagree with the
+        tokenizer it is trained with; the default checks nothing."""
+
     def refuse_latents(self, latents: torch.Tensor | None) -> None:
         """Raise for sequence-level thoughts given to a family that has none to condition on."""
         if latents is not None:

@@ -28,6 +28,7 @@ import torch
 
 from ltm.core.errors import ConfigError
 from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, THOUGHT_SITE, TOKEN_SITE
+from ltm.data.reasoning import EOT, THOUGHT
 from ltm.models.decoder import Decoder
 from ltm.models.family import DecodeState
 from ltm.ponder.token_level import TokenLevelFamily
@@ -74,6 +75,17 @@ class Coconut(TokenLevelFamily):
                 raise ConfigError(f"coconut's {what} {i} is not a token id of the vocabulary "
                                   f"[0, {decoder.cfg.vocab_size}).")
         self.thought_id, self.eot_id = thought_id, eot_id
+
+    def check_tokenizer(self, tokenizer) -> None:
+        """Refuse a tokenizer whose `<|thought|>` or `<|eot|>` is not this family's id (prose has
+        none: one of its ordinary tokens would be taken for a thought slot)."""
+        for what, name, mine in (("thought_id", THOUGHT, self.thought_id), ("eot_id", EOT, self.eot_id)):
+            theirs = tokenizer.token_to_id(name)
+            if theirs != mine:
+                flag = f"--coconut.{what.replace('_', '-')}"
+                fix = f"set {flag} {theirs}" if theirs is not None else "train on a reasoning task"
+                raise ConfigError(f"coconut's {what} is {mine} but the tokenizer's {name} is {theirs}; {fix} "
+                                  f"(--dataset 'reasoning:addition?digits=4&stages=4&stage_steps=500').")
 
     def _thought_slots(self, tokens: torch.Tensor) -> torch.Tensor:
         """Where `tokens` (B, T) hold thought slots (B, T); the first position never does (no

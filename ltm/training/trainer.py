@@ -137,9 +137,9 @@ class Trainer:
         self.model.decoder.checkpoint_blocks = cfg.activation_checkpointing
         if cfg.compile:
             compile_decoder(self.model)
+        self.model.check_tokenizer(self.data.tokenizer)
         self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)
-        self.val_batches = (self.data.val.fixed_batches(cfg.batch_size, cfg.eval_batches)
-                            if len(self.data.val) else [])  # none with val_fraction=0
+        self._fix_val_batches()
         self.metrics = MetricsLog(self.out_dir / METRICS_FILE)
         self.step, self.resumed = 0, False
         if resume_dir is not None:
@@ -171,6 +171,21 @@ class Trainer:
         if self.dist.is_main:
             self.dist.barrier("data preparation on rank 0")
         return data
+
+    def _fix_val_batches(self) -> None:
+        """The fixed validation batches (none with val_fraction=0), of the curriculum's stage."""
+        cfg = self.cfg
+        self.val_batches = (self.data.val.fixed_batches(cfg.batch_size, cfg.eval_batches)
+                            if len(self.data.val) else [])
+
+    def _set_stage(self) -> dict:
+        """Move a staged dataset (Coconut's curriculum) to the stage of the next step; its record."""
+        if not hasattr(self.data.train, "set_step"):
+            return {}
+        self.data.train.set_step(self.step)
+        if self.data.val.set_step(self.step):
+            self._fix_val_batches()
+        return {"stage": self.data.train.stage}
 
     def _shard(self) -> Shard:
         """This process's rows of every global batch (all of them on one process)."""
@@ -388,6 +403,7 @@ class Trainer:
                    dynamic_ncols=True)
         while self.step < cfg.max_steps:
             start = time.perf_counter()
+            stage = self._set_stage()
             batch = next(self.batches)[rows].to(self.device)  # this process's rows (B / W, T+1)
             with autocast(self.precision, self.device):
                 result = self.opt.step(batch, shard)
@@ -397,7 +413,7 @@ class Trainer:
             if main:
                 self.metrics.write({"step": self.step, "split": "train", **self._loss_record(result),
                                     "lr": result.lr, "grad_norm": result.grad_norm, "tokens_per_s": tok_s,
-                                    **family, **self._latent_record(result)})
+                                    **family, **self._latent_record(result), **stage})
             bar.set_postfix(**self._postfix(result), tok_s=f"{tok_s:.0f}",
                             **{k: f"{v:.2f}" for k, v in family.items()}, refresh=False)
             bar.update()

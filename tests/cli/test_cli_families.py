@@ -25,7 +25,8 @@ FAMILY_FLAGS = {
     "pause": ["--pause.pauses", "1"],
     "looped": ["--looped.loops", "2"],
     "ponderlm2_stochastic": [],  # its default guide: ThoughtGuide
-    "coconut": [],  # on prose: token 5 of the trained BPE stands for its thought slot
+    "coconut": ["--dataset", "reasoning:addition?digits=2&examples=400&stages=2&stage_steps=2",
+                "--vocab-size", "300", "--block-size", "40"],  # a task with its thought tokens
 }
 
 

@@ -15,7 +15,7 @@ TASK = "reasoning:addition?digits=2&examples=300"
 
 
 def reasoning_flags(tmp_path, dataset=TASK, **overrides):
-    values = {"vocab_size": 259, "block_size": 48, "max_steps": 4, "save_every": 4, "eval_every": 4,
+    values = {"vocab_size": 262, "block_size": 48, "max_steps": 4, "save_every": 4, "eval_every": 4,
               "lr_decay_steps": 4, **overrides}
     return tiny_flags(dataset, tmp_path / "cache", tmp_path / "run", **values)
 
@@ -37,13 +37,58 @@ def test_a_run_on_a_reasoning_task_is_scored_by_difficulty(tmp_path, capsys):
         assert r["answer_nll"] > 0 and r["tokens_per_answer"] > 0 and r["flops_per_answer"] > 0
 
 
-def test_direct_answers_are_trained_without_the_steps(tmp_path):
+def test_one_example_per_block_and_direct_answers_without_the_steps(tmp_path):
     from ltm.data import DataConfig, decode, prepare_data
 
     direct = "reasoning:addition?digits=2&examples=300&steps=0"
-    data = prepare_data(DataConfig(dataset=direct, vocab_size=259, block_size=48), tmp_path / "cache")
-    text = decode(data.tokenizer, data.train.tokens[:400])
-    assert "=?\n#### " in text and "+0=" not in text.replace("=?", "")
+    data = prepare_data(DataConfig(dataset=direct, vocab_size=262, block_size=48), tmp_path / "cache")
+    assert len(data.train) + len(data.val) == 300
+    for block in data.train.batch(range(20)):  # (T+1,) each
+        ids = block.tolist()
+        assert ids[0] == data.bos_id and ids.count(data.eos_id) == 1
+        assert set(ids[ids.index(data.eos_id) + 1:]) <= {data.pad_id}
+        text = decode(data.tokenizer, block)
+        assert text.count("=?\n#### ") == 1 and "+0=" not in text.split("=?")[1]
+
+
+def test_the_curriculum_moves_the_stage_and_a_resumed_run_equals_a_straight_one(tmp_path, capsys):
+    import torch
+
+    from ltm.training.checkpoint import load_checkpoint
+
+    task = "reasoning:addition?digits=2&examples=300&stages=2&stage_steps=2"
+    straight = reasoning_flags(tmp_path / "a", dataset=task, max_steps=6, save_every=3, eval_every=3,
+                               lr_decay_steps=6)
+    assert train_main([*straight, "--model", "coconut"]) == 0
+    records = [json.loads(x) for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records if r["split"] == "train"] == [0, 0, 1, 1, 2, 2]
+    out = tmp_path / "eval.json"
+    assert evaluate_main(["--checkpoint", str(tmp_path / "a" / "run"), "--task", "run",
+                          "--task-examples", "4", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["reasoning"]  # asked with the last stage's two thoughts
+    assert row["spec"] == "reasoning:addition?digits=2" and row["examples"] == 4 and row["answer_nll"] > 0
+    first = reasoning_flags(tmp_path / "b", dataset=task, max_steps=3, save_every=3, eval_every=3,
+                            lr_decay_steps=6)
+    assert train_main([*first, "--model", "coconut"]) == 0
+    resumed = reasoning_flags(tmp_path / "b", dataset=task, max_steps=6, save_every=3, eval_every=3,
+                              lr_decay_steps=6)
+    assert train_main([*resumed, "--model", "coconut", "--resume", "auto"]) == 0
+    a, b = (load_checkpoint(tmp_path / x / "run")[0].state_dict() for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+
+
+def test_coconut_on_prose_or_with_other_ids_is_refused(tmp_path_factory, tmp_path, capsys):
+    from tests.cli_helpers import shared_paths
+
+    corpus, cache = shared_paths(tmp_path_factory)
+    flags = tiny_flags(corpus, cache, tmp_path / "prose", max_steps=1)
+    assert train_main([*flags, "--model", "coconut"]) == 2
+    assert "train on a reasoning task" in capsys.readouterr().err
+    flags = reasoning_flags(tmp_path, dataset="reasoning:addition?digits=2&examples=300", max_steps=1)
+    assert train_main([*flags, "--model", "coconut", "--coconut.thought-id", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "set --coconut.thought-id 5" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args, words", [

@@ -5,8 +5,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-QUESTION, STEP, ANSWER = "question", "step", "answer"
+QUESTION, STEP, THOUGHTS, ANSWER = "question", "step", "thoughts", "answer"
 ANSWER_MARK = "#### "
+BOT, EOT, THOUGHT = "<|bot|>", "<|eot|>", "<|thought|>"  # special tokens of the reasoning tokenizer
+MARKERS = (BOT, EOT, THOUGHT)
+
+
+def thought_run(stage: int, thoughts_per_step: int) -> str:
+    """The text that stands for `stage` replaced steps: <|bot|>, stage x c <|thought|>, <|eot|>."""
+    return BOT + THOUGHT * (stage * thoughts_per_step) + EOT if stage else ""
 
 
 @dataclass(frozen=True)
@@ -27,25 +34,35 @@ class ReasoningExample:
     task: str
     difficulty: int
 
-    def segments(self, with_steps: bool = True) -> list[tuple[str, str]]:
-        """The rendered text as (text, role) pieces in order, role one of question/step/answer.
+    def segments(self, with_steps: bool = True, stage: int = 0, thoughts_per_step: int = 1
+                 ) -> list[tuple[str, str]]:
+        """The rendered text as (text, role) pieces in order, role one of question, thoughts, step,
+        answer.
 
         Args:
             with_steps: Write the steps out; without them the answer follows the question directly.
+            stage: Coconut's curriculum stage s: the first s steps (all, if fewer) are replaced by
+                `<|bot|>`, one run of `thoughts_per_step` `<|thought|>` slots per replaced step, and
+                `<|eot|>`.
+            thoughts_per_step: Continuous thoughts c per replaced step.
         """
         pieces = [(self.question + "\n", QUESTION)]
         if with_steps:
-            pieces += [(s + "\n", STEP) for s in self.steps]
+            hidden = min(stage, len(self.steps))
+            if hidden:
+                pieces.append((thought_run(hidden, thoughts_per_step), THOUGHTS))
+            pieces += [(s + "\n", STEP) for s in self.steps[hidden:]]
         return pieces + [(ANSWER_MARK + self.answer + "\n", ANSWER)]
 
-    def text(self, with_steps: bool = True) -> str:
-        """The whole example as one document."""
-        return "".join(t for t, _ in self.segments(with_steps))
+    def text(self, with_steps: bool = True, stage: int = 0, thoughts_per_step: int = 1) -> str:
+        """The whole example as one document (arguments as in `segments`)."""
+        return "".join(t for t, _ in self.segments(with_steps, stage, thoughts_per_step))
 
-    def prompt(self) -> str:
-        """What a model is given: the question and a newline. It must write the steps (if it was
-        trained to) and then `#### <answer>`; `answer_of` reads the answer back."""
-        return self.question + "\n"
+    def prompt(self, stage: int = 0, thoughts_per_step: int = 1) -> str:
+        """What a model is given: the question and a newline (and, at a curriculum stage, its run of
+        thoughts). It must write the steps left (if it was trained to) and then `#### <answer>`;
+        `answer_of` reads the answer back."""
+        return self.question + "\n" + thought_run(min(stage, len(self.steps)), thoughts_per_step)
 
 
 def answer_of(generated: str) -> str | None:

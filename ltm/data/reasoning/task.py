@@ -36,6 +36,11 @@ class ReasoningTask:
         self.difficulty, self.test_percent = difficulty, test_percent
 
     @property
+    def steps_per_example(self) -> int:
+        """Written steps of every example: one per unit of difficulty (digit, hop, swap, bit)."""
+        return self.difficulty
+
+    @property
     def spec(self) -> str:
         """The task's dataset name: `reasoning:NAME?KNOB=VALUE`."""
         return f"reasoning:{self.name}?{self.knob}={self.difficulty}"

@@ -1,0 +1,113 @@
+"""Reasoning dataset names:
+`reasoning:TASK?KNOB=VALUE&examples=N&steps=0|1&stages=S&thoughts=C&stage_steps=N`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from ltm.core.errors import ConfigError
+from ltm.data.reasoning.arithmetic import Addition, Multiplication
+from ltm.data.reasoning.reachability import Reachability
+from ltm.data.reasoning.state_tracking import Parity, Swaps
+from ltm.data.reasoning.task import ReasoningTask
+
+TASKS: dict[str, type[ReasoningTask]] = {
+    t.name: t for t in (Addition, Multiplication, Reachability, Swaps, Parity)}
+PREFIX = "reasoning:"
+DEFAULT_EXAMPLES = 20_000
+GENERATOR_VERSION = 1  # raise when a generator changes what a seed draws (cached corpora are rebuilt)
+DEFAULTS = {"examples": DEFAULT_EXAMPLES, "steps": 1, "stages": 0, "thoughts": 1, "stage_steps": 0}
+
+
+def is_reasoning_spec(dataset: str) -> bool:
+    """Whether a dataset name names a reasoning task (`reasoning:NAME?KNOB=VALUE`)."""
+    return dataset.startswith(PREFIX)
+
+
+@dataclass(frozen=True)
+class ReasoningCorpus:
+    """What a reasoning dataset name asks for.
+
+    Attributes:
+        task: The task at its difficulty.
+        examples: Examples (documents) to draw from the train split (`examples=`, default 20,000).
+        with_steps: Write the steps out (`steps=1`, the default) or answer directly (`steps=0`).
+        stages: Coconut's curriculum: stages 0..S, stage s replacing the first s steps by thoughts
+            (`stages=`, default 0: no curriculum). At most the task's number of steps.
+        thoughts: Continuous thoughts c per replaced step (`thoughts=`, default 1).
+        stage_steps: Training steps per stage before the last (`stage_steps=`; needed with stages).
+    """
+
+    task: ReasoningTask
+    examples: int = DEFAULT_EXAMPLES
+    with_steps: bool = True
+    stages: int = 0
+    thoughts: int = 1
+    stage_steps: int = 0
+
+    def stage_at(self, step: int) -> int:
+        """The curriculum stage of training step `step` (0 without a curriculum)."""
+        return min(step // self.stage_steps, self.stages) if self.stages else 0
+
+    def documents(self, seed: int = 0, stage: int = 0) -> list[str]:
+        """The training documents at `stage`: examples of the train split rendered as text."""
+        return [e.text(self.with_steps, stage, self.thoughts)
+                for e in self.task.examples(self.examples, "train", seed)]
+
+
+def _integers(name: str, spec: str, params: dict, knob: str, knob_default: int) -> dict[str, int]:
+    values = {}
+    for key, default in ((knob, knob_default), *DEFAULTS.items()):
+        try:
+            values[key] = int(params.get(key, default))
+        except ValueError:
+            raise ConfigError(f"{name}'s {key} must be an integer, got {params[key]!r} in "
+                              f"{spec!r}.") from None
+    return values
+
+
+def parse_reasoning(spec: str) -> ReasoningCorpus:
+    """The corpus a dataset name asks for: `reasoning:addition?digits=6&examples=50000&steps=0`,
+    `reasoning:parity?bits=8&stages=8&thoughts=1&stage_steps=300` (Coconut's curriculum).
+
+    The task's knob may be omitted (its smallest value).
+
+    Raises:
+        ConfigError: for an unknown task or parameter, a value out of range, or a curriculum stage
+            beyond the task's number of steps.
+    """
+    body = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
+    name, _, query = body.partition("?")
+    if name not in TASKS:
+        raise ConfigError(f"unknown reasoning task {name!r} in {spec!r}; the tasks are "
+                          f"{', '.join(sorted(TASKS))}, as reasoning:NAME?KNOB=VALUE.")
+    task = TASKS[name]
+    params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    unknown = sorted(set(params) - {task.knob, *DEFAULTS})
+    if unknown:
+        raise ConfigError(f"reasoning task {name} has no parameter {unknown[0]!r}; it takes {task.knob} "
+                          f"(its difficulty), {', '.join(DEFAULTS)} (e.g. {PREFIX}{name}?"
+                          f"{task.knob}={task.knob_range[0] + 1}&examples=20000&steps=1).")
+    v = _integers(name, spec, params, task.knob, task.knob_range[0])
+    if v["examples"] < 2 or v["steps"] not in (0, 1) or v["thoughts"] < 1 or v["stages"] < 0:
+        raise ConfigError(f"in {spec!r}, examples must be at least 2, steps 0 or 1, thoughts at least 1 "
+                          f"and stages at least 0.")
+    built = task(v[task.knob])
+    if v["stages"] > built.steps_per_example:
+        raise ConfigError(f"stages={v['stages']} is beyond the {built.steps_per_example} written steps of "
+                          f"{name} at {task.knob}={v[task.knob]}; use stages <= {built.steps_per_example}.")
+    if v["stages"] and (v["stage_steps"] < 1 or not v["steps"]):
+        raise ConfigError(f"a curriculum (stages={v['stages']} in {spec!r}) needs written steps to replace "
+                          f"(steps=1) and stage_steps >= 1, the training steps of each stage.")
+    return ReasoningCorpus(built, v["examples"], bool(v["steps"]), v["stages"], v["thoughts"],
+                           v["stage_steps"])
+
+
+def task_from_spec(spec: str) -> ReasoningTask:
+    """The task a dataset name asks for: `reasoning:addition?digits=6`, `reasoning:reachability?hops=3`.
+
+    Raises:
+        ConfigError: for an unknown task, an unknown parameter or a value out of range.
+    """
+    return parse_reasoning(spec).task

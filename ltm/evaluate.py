@@ -47,7 +47,7 @@ from ltm.eval.held_out import PROTOCOLS, held_out_blocks, score_held_out
 from ltm.eval.reasoning_tasks import score_tasks, task_plan
 from ltm.eval.zero_shot import check_sets, run_sets
 from ltm.inference.data_parallel import data_parallel
-from ltm.training.checkpoint import load_checkpoint, load_guide, resolve_checkpoint
+from ltm.training.checkpoint import load_checkpoint, load_guide, read_manifest, resolve_checkpoint
 from ltm.training.distributed import init_distributed
 
 
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace, device: str) -> dict:
                                        batch_size=batch_size)
     if tasks:
         report["reasoning"] = score_tasks(model, tokenizer, tasks, inner, seed=args.seed,
-                                          batch_size=batch_size)
+                                          batch_size=batch_size, step=read_manifest(step_dir)["step"])
     return report
 
 

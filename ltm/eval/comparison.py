@@ -36,13 +36,15 @@ import yaml
 
 from ltm.core.errors import ConfigError
 from ltm.core.registry import resolve
+from ltm.data.reasoning import is_reasoning_spec, parse_reasoning
 from ltm.eval.controls import refuse_control, with_values
 from ltm.eval.quick import quick_comparison
 from ltm.inference import GUIDES, InnerLoopConfig, LocalGuide
 from ltm.inference.bounds import density_refusal
 from ltm.training.config import ALIASES, TrainConfig, coerce_values, merge_values
 
-# One dataset, one tokenizer, one token budget: no run may set these on its own.
+# One dataset, one tokenizer, one token budget: no run may set these on its own (but a run may
+# render the common reasoning task's examples its own way: direct, with steps, with a curriculum).
 SHARED_KEYS = ("data", "batch_size", "max_steps")  # the data section, each of its options (or alias)
 OWNED_KEYS = ("out_dir", "resume", "overwrite", "init_from", "trust_code")  # the comparison sets these itself
 TOP_KEYS = ("name", "out_dir", "common", "eval", "runs", "seeds", "controls")
@@ -66,6 +68,9 @@ class EvalSettings:
         long_fit: Inner steps of a long fit whose fresh-noise bound each K is compared with (the
             gap shows how far the K-step fit stops from its own best; none: off).
         seed: Seed of every noise draw.
+        task: For runs trained on a reasoning task: `{difficulties: [..], examples: N}` scores each
+            run's greedy answers to N test questions per difficulty (`ltm.eval.reasoning_tasks`);
+            empty: off.
     """
 
     inner_steps: list = field(default_factory=lambda: [0, 4, 16, 64])
@@ -77,6 +82,7 @@ class EvalSettings:
     long_fit: int | None = None
     inner_loop: dict = field(default_factory=dict)
     seed: int = 0
+    task: dict = field(default_factory=dict)
 
     def check(self, source: str) -> None:
         ks = self.inner_steps
@@ -94,6 +100,11 @@ class EvalSettings:
         ]
         unknown = sorted(set(self.inner_loop) - {"optimizer", "lr", "schedule"})
         checks.append((not unknown, f"inner_loop takes optimizer, lr and schedule, not {unknown}"))
+        levels, n = self.task.get("difficulties", []), self.task.get("examples", 100)
+        task_ok = (set(self.task) <= {"difficulties", "examples"} and isinstance(levels, list) and levels
+                   and all(isinstance(d, int) for d in levels) and isinstance(n, int) and n >= 1)
+        checks.append((not self.task or task_ok,
+                       f"task takes difficulties (a list of integers) and examples (>= 1), got {self.task}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"eval: {message} (in {source}).")
@@ -254,6 +265,20 @@ def _eval_settings(values: dict, source: str) -> EvalSettings:
     return settings
 
 
+def _same_examples(common: dict, key, value) -> bool:
+    """Whether a run's `dataset` renders the same reasoning examples as the common one (the same task,
+    difficulty and examples; written steps, direct answers or a curriculum may differ)."""
+    if str(key) == "data" and isinstance(value, dict) and set(value) == {"dataset"}:
+        key, value = "dataset", value["dataset"]
+    if str(key) != "dataset" or not isinstance(value, str):
+        return False
+    base = common.get("dataset", (common.get("data") or {}).get("dataset"))
+    if not (isinstance(base, str) and is_reasoning_spec(base) and is_reasoning_spec(value)):
+        return False
+    a, b = parse_reasoning(base), parse_reasoning(value)
+    return (a.task.spec, a.examples) == (b.task.spec, b.examples)
+
+
 def _place(key) -> str:
     """The shared field or section a config key sets: 'vocab_size' (an alias) -> 'data'."""
     name = str(key).replace("-", "_")
@@ -288,7 +313,8 @@ def _run_spec(entry, index: int, common: dict, out_dir: Path, source: str,
         raise ConfigError(f"run name '{name}' in {source} must be a folder name (letters, digits, "
                           f"'_', '.', '-').")
     where = f"run '{name}' of {source}"
-    shared = [k for k in overrides if _place(k) in SHARED_KEYS]
+    shared = [k for k in overrides
+              if _place(k) in SHARED_KEYS and not _same_examples(common, k, overrides[k])]
     if shared:
         key = shared[0]
         raise ConfigError(f"runs in one comparison must share the data section, batch_size and max_steps "

@@ -124,6 +124,31 @@ def format_latent_table(comp, reports: dict) -> str:
             "most log(held-out sequences).\n")
 
 
+def format_task_table(comp, costs: dict, reports: dict) -> str:
+    """Greedy accuracy on the reasoning task by difficulty, with the tokens and FLOPs one answer
+    costs, one row per run and seed (empty when the comparison scores no task)."""
+    if not comp.eval.task:
+        return ""
+    levels = comp.eval.task["difficulties"]
+    header = ["run", "family", "params", *[f"accuracy at {d}" for d in levels], "answer NLL (last)",
+              "tokens per answer (last)", "GFLOP per answer (last)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for inst in comp.instances():
+        rows = (reports.get(inst.key) or {}).get("reasoning")
+        if not rows:
+            continue
+        cost = costs[inst.key]
+        last = rows[-1]
+        cells = [inst.key, cost["model"], f"{cost['params'] / 1e6:.3f}M",
+                 *[f"{r['accuracy']:.3f}" for r in rows], f"{last['answer_nll']:.3f}",
+                 f"{last['tokens_per_answer']:.1f}", f"{last['flops_per_answer'] / 1e9:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    examples = comp.eval.task.get("examples", 100)
+    return (f"Reasoning: greedy exact-match accuracy on {examples} test questions per difficulty (disjoint "
+            f"from every training question); tokens and FLOPs (counted) of one answer at the last "
+            f"difficulty:\n\n" + "\n".join(lines) + "\n")
+
+
 def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
     """Write results.md and the plots into comp.out_dir; returns results.md's path.
 
@@ -171,6 +196,7 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
         *overview,
         format_table(comp, costs, reports), "",
         format_latent_table(comp, reports),
+        format_task_table(comp, costs, reports),
         "Protocols:",
         f"- {EXACT_LABEL}.",
         f"- {ELBO_LABEL}.",

@@ -77,7 +77,8 @@ def text_blocks(path: str, tokenizer, config):
 
 def held_out_blocks(config, tokenizer, data_file: str | None = None, split: str = "val"):
     """The blocks to score: a text file tokenized with the checkpoint's tokenizer, or a split of the
-    run's own dataset (prepared again, and checked to give the checkpoint's tokenizer)."""
+    run's own dataset (prepared again, and checked to give the checkpoint's tokenizer; a reasoning
+    curriculum's at the stage of the run's last step)."""
     if data_file:
         return text_blocks(data_file, tokenizer, config)
     data = prepare_data(config.data, config.data_cache_dir())
@@ -85,7 +86,10 @@ def held_out_blocks(config, tokenizer, data_file: str | None = None, split: str 
         raise DataError(f"the {config.data.dataset!r} data prepared here has another tokenizer than the "
                         f"checkpoint's (a changed corpus or library version); score a text file with "
                         f"--data instead.")
-    return data.train if split == "train" else data.val
+    blocks = data.train if split == "train" else data.val
+    if hasattr(blocks, "set_step"):
+        blocks.set_step(config.max_steps)
+    return blocks
 
 
 def check_long_fit(long_fit: int | None, protocols: list[str]) -> None:

@@ -3,7 +3,8 @@
 The same runs, controls and data at a tiny size: widths a quarter (in steps the head count
 allows), at most two layers, blocks of 32 tokens (windows scaled with them), 12 training steps of
 8 blocks, a vocabulary of 512, the first 40 documents, 2 seeds, and held-out scoring on one
-batch at K = 0 and 4. Its numbers say that everything runs, not which run wins. It writes to
+batch at K = 0 and 4 (a reasoning task keeps its blocks and vocabulary, and is scored on 8
+questions per difficulty). Its numbers say that everything runs, not which run wins. It writes to
 OUT_DIR-quick, never over the full comparison.
 """
 
@@ -75,6 +76,11 @@ def quick_comparison(data: dict) -> dict:
     _shrink(common, block, steps, heads)
     common.update(QUICK_COMMON)
     common["data"] = {**given, **QUICK_DATA}
+    if str(given.get("dataset", "")).startswith("reasoning:"):  # an example must fit one block
+        common["data"].update(vocab_size=given.get("vocab_size", 262), block_size=block)
+        task = (data.get("eval") or {}).get("task")
+        if task:
+            data["eval"] = {**data["eval"], "task": {**task, "examples": 8}}
     common["slow"] = {**common.get("slow", {}), "warmup_steps": 2}
     data["common"] = common
     data["runs"] = [nested(run) if isinstance(run, dict) else run for run in data.get("runs") or []]

@@ -44,18 +44,19 @@ def task_plan(args, dataset: str, block_size: int) -> list[tuple[ReasoningTask, 
 
 
 def score_tasks(family, tokenizer, plan: list[tuple[ReasoningTask, ReasoningCorpus, int]], inner, *,
-                seed: int = 0, batch_size: int = 32) -> list[dict]:
+                seed: int = 0, batch_size: int = 32, step: int | None = None, log=print) -> list[dict]:
     """Score each entry of `plan` (see `task_plan`) as the run was trained: with or without written
-    steps, and (Coconut) with the thoughts of the last curriculum stage; one table row each."""
+    steps, and (Coconut) with the thoughts of the curriculum stage its training `step` reached
+    (None: the last stage); one table row each."""
     rows = []
-    print(f"{'task':<16}{'difficulty':>11}{'accuracy':>10}{'answer NLL':>12}{'tokens/answer':>15}"
+    log(f"{'task':<16}{'difficulty':>11}{'accuracy':>10}{'answer NLL':>12}{'tokens/answer':>15}"
           f"{'GFLOP/answer':>14}")
     for task, trained, n in plan:
         score = score_reasoning(family, tokenizer, task.examples(n, "test", seed),
                                 with_steps=trained.with_steps, batch_size=batch_size, inner=inner,
-                                stage=trained.stages,
+                                stage=trained.stages if step is None else trained.stage_at(step),
                                 thoughts_per_step=trained.thoughts)
-        print(f"{task.name:<16}{task.difficulty:>11}{score.accuracy:>10.3f}{score.answer_nll:>12.3f}"
+        log(f"{task.name:<16}{task.difficulty:>11}{score.accuracy:>10.3f}{score.answer_nll:>12.3f}"
               f"{score.tokens_per_answer:>15.1f}{score.flops_per_answer / 1e9:>14.4f}")
         rows.append({"spec": task.spec, **score.to_dict()})
     return rows

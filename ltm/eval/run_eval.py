@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
+from types import SimpleNamespace
 
 from ltm.eval.exact import exact_scores
 from ltm.eval.held_out import held_out_blocks
+from ltm.eval.reasoning_tasks import score_tasks, task_plan
 from ltm.inference.bounds import (
     default_prefix_len,
     fresh_noise_elbo,
@@ -24,6 +26,15 @@ from ltm.inference.bounds import (
 )
 from ltm.inference.diagnostics import posterior_diagnostics
 from ltm.training.checkpoint import load_checkpoint, load_guide, read_manifest, resolve_checkpoint
+
+
+def _score_task(model, tokenizer, config, settings, step: int) -> list[dict]:
+    """Greedy accuracy, answer NLL, tokens and FLOPs per answer at each difficulty of `settings.task`."""
+    args = SimpleNamespace(task="run", task_examples=settings.task.get("examples", 100),
+                           difficulties=",".join(map(str, settings.task["difficulties"])))
+    plan = task_plan(args, config.data.dataset, config.data.block_size)
+    return score_tasks(model, tokenizer, plan, settings.inner(config, settings.protocol_steps),
+                       seed=settings.seed, step=step, log=lambda *_: None)
 
 
 def evaluate_run(run_dir: str | Path, settings, trust_code: bool | Collection[str] = False) -> dict:
@@ -37,7 +48,8 @@ def evaluate_run(run_dir: str | Path, settings, trust_code: bool | Collection[st
     Returns:
         {"checkpoint", "step", "model", "exact", "settings", "data": {"blocks", "tokens"}} and either
         "exact_nll" (exact families) or "fresh_noise_elbo" (one `ElboBound.to_dict()` per K),
-        "importance_weighted" and "prefix_predictive" (at K = protocol_steps). More entries
+        "importance_weighted" and "prefix_predictive" (at K = protocol_steps); with `settings.task`,
+        "reasoning" (one row per difficulty, `ltm.eval.reasoning_tasks`). More entries
         (posterior diagnostics, ...) may be added to this dict by later code.
     """
     step_dir = resolve_checkpoint(run_dir)
@@ -52,6 +64,8 @@ def evaluate_run(run_dir: str | Path, settings, trust_code: bool | Collection[st
                        "blocks": sum(b.shape[0] for b in batches),
                        "tokens": sum(b[:, 1:].numel() for b in batches)}}
     prefix = settings.prefix_len or default_prefix_len(batches[0].shape[1])
+    if settings.task:
+        report["reasoning"] = _score_task(model, tokenizer, config, settings, report["step"])
     if exact:
         report["exact_nll"] = exact_scores(model, batches, prefix, seed)
         return report

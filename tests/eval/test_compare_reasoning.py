@@ -1,0 +1,59 @@
+"""`ltm.compare` on a reasoning task: runs may render the common examples their own way (direct,
+with steps, with Coconut's curriculum), each run is scored by accuracy, and results.md says so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from ltm.compare import main
+from ltm.core.errors import ConfigError
+from ltm.eval.comparison import load_comparison
+from tests.cli_helpers import one_thread  # noqa: F401 (fixture)
+
+TASK = "reasoning:parity?bits=8&examples=200"
+COMMON = dict(dataset=TASK + "&steps=0", vocab_size=262, block_size=56, d_model=32, n_layer=1, n_head=2,
+              batch_size=8, max_steps=4, warmup_steps=1, eval_every=4, eval_batches=1, save_every=4,
+              keep_last=0, progress=False)
+RUNS = [{"name": "direct", "model": "vanilla"},
+        {"name": "steps", "model": "vanilla", "dataset": TASK + "&steps=1"},
+        {"name": "coconut", "model": "coconut", "dataset": TASK + "&stages=3&stage_steps=1"}]
+EVAL = dict(inner_steps=[0], batches=1, iwae_samples=2, protocol_steps=0,
+            task={"difficulties": [8], "examples": 5})
+
+
+def write(path, runs=RUNS, **common):
+    data = {"name": "tiny_reasoning", "out_dir": str(path / "out"), "eval": EVAL,
+            "common": {**COMMON, "cache_dir": str(path / "cache"), **common}, "runs": runs}
+    (path / "c.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return path / "c.yaml"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_each_run_is_scored_by_accuracy(tmp_path, capsys):
+    assert main(["--config", str(write(tmp_path))]) == 0
+    capsys.readouterr()
+    results = (tmp_path / "out" / "results.md").read_text()
+    assert "Reasoning: greedy exact-match accuracy on 5 test questions" in results
+    for name in ("direct", "steps", "coconut"):
+        (row,) = json.loads((tmp_path / "out" / name / "eval.json").read_text())["reasoning"]
+        assert row["spec"] == "reasoning:parity?bits=8" and row["examples"] == 5
+        assert f"| {name} |" in results
+    steps = json.loads((tmp_path / "out" / "steps" / "eval.json").read_text())["reasoning"][0]
+    direct = json.loads((tmp_path / "out" / "direct" / "eval.json").read_text())["reasoning"][0]
+    assert steps["with_steps"] and not direct["with_steps"]
+
+
+def test_a_run_on_other_examples_is_refused(tmp_path):
+    harder = {"name": "harder", "model": "vanilla", "dataset": "reasoning:parity?bits=9&examples=200"}
+    runs = [*RUNS[:1], harder]
+    with pytest.raises(ConfigError, match="must share the data section"):
+        load_comparison(write(tmp_path, runs=runs))
+
+
+def test_quick_keeps_the_task_blocks(tmp_path):
+    comp = load_comparison(write(tmp_path), quick=True)
+    assert comp.runs[0].config.data.block_size == 56 and comp.runs[0].config.data.vocab_size == 262
+    assert comp.eval.task == {"difficulties": [8], "examples": 8}

@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,8 +144,11 @@ def run_prepare(args: list[str], stop_when=None) -> dict:
     """Run `python -m ltm.prepare args` in a new session and watch it; `stop_when()` true: SIGKILL all."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     started = time.perf_counter()
+    # Output goes to files, not pipes: a pipe nobody drains while we poll fills up (64 KiB of
+    # progress bar) and blocks the child for good.
+    out_file, err_file = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "ltm.prepare", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=out_file, stderr=err_file, text=True, start_new_session=True)
     hwm: dict[int, int] = {}
     sampled, processes, killed = 0, 0, False
     while proc.poll() is None:
@@ -160,8 +164,11 @@ def run_prepare(args: list[str], stop_when=None) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)
             killed = True
         time.sleep(POLL_S)
-    out, err = proc.communicate()
+    proc.wait()
     wall = time.perf_counter() - started
+    out_file.seek(0), err_file.seek(0)
+    out, err = out_file.read(), err_file.read()
+    out_file.close(), err_file.close()
     while session_pids(proc.pid):  # workers of a killed run: gone with their group
         time.sleep(POLL_S)
     if not killed and proc.returncode != 0:

@@ -276,7 +276,7 @@ def _same_examples(common: dict, key, value) -> bool:
     if not (isinstance(base, str) and is_reasoning_spec(base) and is_reasoning_spec(value)):
         return False
     a, b = parse_reasoning(base), parse_reasoning(value)
-    return (a.task.spec, a.examples) == (b.task.spec, b.examples)
+    return ([t.spec for t in a.tasks], a.examples) == ([t.spec for t in b.tasks], b.examples)
 
 
 def _place(key) -> str:

@@ -33,7 +33,7 @@ def task_plan(args, dataset: str, block_size: int) -> list[tuple[ReasoningTask, 
     if args.task_examples < 1:
         raise ConfigError(f"--task-examples must be at least 1, got {args.task_examples}.")
     if args.difficulties is None:
-        levels = [trained.task.difficulty]
+        levels = trained.difficulties
     else:
         try:
             levels = [int(d) for d in args.difficulties.split(",") if d.strip()]

@@ -167,3 +167,19 @@ def test_bad_specs_get_one_sentence(spec, words):
 def test_a_difficulty_too_small_for_the_test_set_asked_is_refused():
     with pytest.raises(DataError, match="distinct test questions"):
         task_from_spec("reasoning:addition?digits=1").examples(50, "test")
+
+
+def test_a_mix_of_difficulties_draws_as_many_of_each():
+    from collections import Counter
+
+    from ltm.data.reasoning import parse_reasoning
+
+    corpus = parse_reasoning("reasoning:addition?digits=2,3,4&examples=301")
+    assert corpus.difficulties == [2, 3, 4] and corpus.task.difficulty == 2
+    docs = corpus.documents()
+    lengths = Counter(len(d.split("+")[0]) for d in docs)  # digits of the first number
+    assert lengths == {2: 101, 3: 100, 4: 100} and docs == corpus.documents()
+    with pytest.raises(ConfigError, match="stages=3 is beyond the 2 written steps of addition at digits=2"):
+        parse_reasoning("reasoning:addition?digits=2,4&stages=3&stage_steps=5")
+    with pytest.raises(ConfigError, match="an integer or a comma list"):
+        parse_reasoning("reasoning:addition?digits=2-4")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -30,7 +31,7 @@ class ReasoningCorpus:
     """What a reasoning dataset name asks for.
 
     Attributes:
-        task: The task at its difficulty.
+        tasks: The task at each of its difficulties (`digits=3,4,5`: a third of the examples each).
         examples: Examples (documents) to draw from the train split (`examples=`, default 20,000).
         with_steps: Write the steps out (`steps=1`, the default) or answer directly (`steps=0`).
         stages: Coconut's curriculum: stages 0..S, stage s replacing the first s steps by thoughts
@@ -39,26 +40,39 @@ class ReasoningCorpus:
         stage_steps: Training steps per stage before the last (`stage_steps=`; needed with stages).
     """
 
-    task: ReasoningTask
+    tasks: tuple[ReasoningTask, ...]
     examples: int = DEFAULT_EXAMPLES
     with_steps: bool = True
     stages: int = 0
     thoughts: int = 1
     stage_steps: int = 0
 
+    @property
+    def task(self) -> ReasoningTask:
+        """The task at its first difficulty (the name and knob are those of every difficulty)."""
+        return self.tasks[0]
+
+    @property
+    def difficulties(self) -> list[int]:
+        return [t.difficulty for t in self.tasks]
+
     def stage_at(self, step: int) -> int:
         """The curriculum stage of training step `step` (0 without a curriculum)."""
         return min(step // self.stage_steps, self.stages) if self.stages else 0
 
     def documents(self, seed: int = 0, stage: int = 0) -> list[str]:
-        """The training documents at `stage`: examples of the train split rendered as text."""
-        return [e.text(self.with_steps, stage, self.thoughts)
-                for e in self.task.examples(self.examples, "train", seed)]
+        """The training documents at `stage`: examples of the train split rendered as text, as many
+        of each difficulty (up to one), in a seeded order."""
+        k = len(self.tasks)
+        drawn = [e for i, task in enumerate(self.tasks)
+                 for e in task.examples(self.examples // k + (i < self.examples % k), "train", seed)]
+        random.Random(f"{seed}|order").shuffle(drawn)
+        return [e.text(self.with_steps, stage, self.thoughts) for e in drawn]
 
 
-def _integers(name: str, spec: str, params: dict, knob: str, knob_default: int) -> dict[str, int]:
+def _integers(name: str, spec: str, params: dict) -> dict[str, int]:
     values = {}
-    for key, default in ((knob, knob_default), *DEFAULTS.items()):
+    for key, default in DEFAULTS.items():
         try:
             values[key] = int(params.get(key, default))
         except ValueError:
@@ -69,6 +83,7 @@ def _integers(name: str, spec: str, params: dict, knob: str, knob_default: int) 
 
 def parse_reasoning(spec: str) -> ReasoningCorpus:
     """The corpus a dataset name asks for: `reasoning:addition?digits=6&examples=50000&steps=0`,
+    `reasoning:addition?digits=3,4,5` (a mix of difficulties),
     `reasoning:parity?bits=8&stages=8&thoughts=1&stage_steps=300` (Coconut's curriculum).
 
     The task's knob may be omitted (its smallest value).
@@ -89,14 +104,21 @@ def parse_reasoning(spec: str) -> ReasoningCorpus:
         raise ConfigError(f"reasoning task {name} has no parameter {unknown[0]!r}; it takes {task.knob} "
                           f"(its difficulty), {', '.join(DEFAULTS)} (e.g. {PREFIX}{name}?"
                           f"{task.knob}={task.knob_range[0] + 1}&examples=20000&steps=1).")
-    v = _integers(name, spec, params, task.knob, task.knob_range[0])
+    v = _integers(name, spec, params)
+    try:
+        levels = [int(x) for x in str(params.get(task.knob, task.knob_range[0])).split(",")]
+    except ValueError:
+        raise ConfigError(f"{name}'s {task.knob} must be an integer or a comma list of them, got "
+                          f"{params[task.knob]!r} in {spec!r}.") from None
     if v["examples"] < 2 or v["steps"] not in (0, 1) or v["thoughts"] < 1 or v["stages"] < 0:
         raise ConfigError(f"in {spec!r}, examples must be at least 2, steps 0 or 1, thoughts at least 1 "
                           f"and stages at least 0.")
-    built = task(v[task.knob])
-    if v["stages"] > built.steps_per_example:
-        raise ConfigError(f"stages={v['stages']} is beyond the {built.steps_per_example} written steps of "
-                          f"{name} at {task.knob}={v[task.knob]}; use stages <= {built.steps_per_example}.")
+    built = tuple(task(level) for level in levels)
+    fewest = min(built, key=lambda t: t.steps_per_example)
+    most = fewest.steps_per_example
+    if v["stages"] > most:
+        raise ConfigError(f"stages={v['stages']} is beyond the {most} written steps of {name} at "
+                          f"{task.knob}={fewest.difficulty}; use stages <= {most}.")
     if v["stages"] and (v["stage_steps"] < 1 or not v["steps"]):
         raise ConfigError(f"a curriculum (stages={v['stages']} in {spec!r}) needs written steps to replace "
                           f"(steps=1) and stage_steps >= 1, the training steps of each stage.")

@@ -95,7 +95,7 @@ def test_a_sharded_checkpoint_resumes_unsharded(runs, tmp_path, kind):
 def test_a_one_process_checkpoint_resumes_sharded(runs, tmp_path):
     straight = runs("ltm", "one")
     resumed = resume_from(straight, 5, tmp_path / "sharded", lambda f: torchrun(2, f), fsdp=True)
-    assert max_diff(weights(straight), weights(resumed)) <= 1e-5  # 5 steps under two processes
+    assert max_diff(weights(straight), weights(resumed)) <= 1e-6  # measured 3.6e-7
 
 
 def test_a_process_with_no_rows_of_a_validation_batch_still_takes_part(tmp_path, tmp_path_factory):

@@ -40,7 +40,7 @@ from ltm.inference.bound_results import (
     PublishedProtocol,
     capped_exp,
 )
-from ltm.inference.data_parallel import local_batches, reduce_sums
+from ltm.inference.data_parallel import counted, local_batches, reduce_sums
 from ltm.inference.elbo import LatentELBO
 from ltm.inference.guides.base import LocalGuide, pyro_guide
 from ltm.inference.inner_loop import InnerLoopConfig
@@ -125,6 +125,8 @@ def fresh_noise_elbo(family: ModelFamily, guide: LocalGuide, tokens, inner: Inne
             fit_posterior(family, guide, batch, inner)
             with torch.no_grad():
                 terms = elbo.terms(family.model, pyro_guide(guide, family.prior), batch)  # (B,) each
+            if not counted(batch):
+                continue
             recon -= terms.reconstruction.sum().item()
             kl += terms.kl.sum().item()
             n_tok, n_seq = n_tok + int(_n_targets(batch).sum()), n_seq + batch.shape[0]
@@ -153,6 +155,8 @@ def importance_weighted_bound(family: ModelFamily, guide: LocalGuide, tokens, in
                 logw = torch.stack([log_weights(family, guide, batch)
                                     for _ in range(num_samples)])  # (S, B)
                 bound = -(logw.logsumexp(0) - math.log(num_samples))  # (B,)
+            if not counted(batch):
+                continue
             total += bound.sum().item()
             n_tok, n_seq = n_tok + int(_n_targets(batch).sum()), n_seq + batch.shape[0]
     total, n_tok, n_seq = reduce_sums(total, n_tok, n_seq)
@@ -202,6 +206,8 @@ def prefix_predictive_perplexity(family: ModelFamily, guide: LocalGuide, tokens,
                     for logits in predictive_logits(family, guide, prefix, inputs, prefix_len - 1,
                                                     num_samples)])  # (S, B)
                 score = -(ll.logsumexp(0) - math.log(ll.shape[0]))  # (B,)
+            if not counted(batch):
+                continue
             total += score.sum().item()
             n_tok += int((targets != IGNORE_INDEX).sum())
             n_seq += batch.shape[0]
@@ -235,6 +241,8 @@ def published_protocol(family: ModelFamily, guide: LocalGuide, tokens, inner: In
             fit_posterior(family, guide, batch, same_noise, fresh=False)
             with torch.no_grad():
                 terms = elbo.terms(family.model, pyro_guide(guide, family.prior), batch)  # the fit's own draw
+            if not counted(batch):
+                continue
             recon.append(-terms.reconstruction)
             kl.append(terms.kl)
             nll.append(-terms.elbo)

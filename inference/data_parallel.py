@@ -17,7 +17,8 @@ import torch
 from ltm.inference.fixed_noise import ShardNoise
 from ltm.inference.posterior_fit import as_batches
 
-_REDUCER = None  # the active reducer: .rank, .world_size, .sum_(tensor, what), .gather(obj, what)
+_REDUCER = None  # the active reducer: .rank, .world_size, .lockstep, .sum_(tensor, what), .gather(obj, what)
+_STAND_INS: set[int] = set()  # ids of the stand-in batches being scored (`counted`)
 
 
 @contextlib.contextmanager
@@ -44,7 +45,10 @@ def share(rows: int, rank: int, world: int) -> slice:
 
 def local_batches(tokens, device: torch.device) -> Iterator[torch.Tensor]:
     """The batches of `tokens` (see `as_batches`), each cut to this process's rows (B_r, T+1), with
-    its noise drawn for the whole batch and sliced; a batch with no row for this process is skipped."""
+    its noise drawn for the whole batch and sliced. A batch with no row for this process is
+    skipped, unless the reducer's `lockstep` says every process must run every batch (a sharded
+    model all-gathers its weights in each forward): then the process runs the batch's first row as
+    a stand-in (1, T+1), which the scorers leave out of their sums (`counted`)."""
     for batch in as_batches(tokens, device):
         if _REDUCER is None:
             yield batch
@@ -53,6 +57,20 @@ def local_batches(tokens, device: torch.device) -> Iterator[torch.Tensor]:
         if rows.stop > rows.start:
             with ShardNoise(rows.start, batch.shape[0]):
                 yield batch[rows]  # (B_r, T+1)
+        elif _REDUCER.lockstep:
+            stand_in = batch[:1]  # (1, T+1)
+            _STAND_INS.add(id(stand_in))
+            try:
+                with ShardNoise(0, batch.shape[0]):
+                    yield stand_in
+            finally:
+                _STAND_INS.discard(id(stand_in))
+
+
+def counted(batch: torch.Tensor) -> bool:
+    """Whether a batch from `local_batches` counts: False for the stand-in of a process with no
+    rows of it (run only so that every process takes part in a sharded model's collectives)."""
+    return id(batch) not in _STAND_INS
 
 
 def reduce_sums(*values: float) -> tuple[float, ...]:

@@ -25,7 +25,7 @@ from pyro import poutine
 from ltm.core.protocols import ModelFamily
 from ltm.core.sites import LATENT_SITE
 from ltm.inference import data_parallel
-from ltm.inference.data_parallel import gather, local_batches
+from ltm.inference.data_parallel import counted, gather, local_batches
 from ltm.inference.guides.base import LocalGuide, pyro_guide
 from ltm.inference.inner_loop import InnerLoopConfig
 from ltm.inference.kl_split import kl_per_vector
@@ -127,6 +127,8 @@ def posterior_diagnostics(family: ModelFamily, guide: LocalGuide, tokens, inner:
                 site = poutine.trace(pyro_guide(guide, family.prior)).get_trace(batch).nodes[LATENT_SITE]
             except NotImplementedError:
                 return None
+            if not counted(batch):
+                continue
             q, z = site["fn"], site["value"]  # batch (B,), event (N, D); (B, N, D)
             prior = family.prior().expand((batch.shape[0],))
             kls.append(kl_per_vector(q, prior, z))  # (B, N) or None

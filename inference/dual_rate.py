@@ -212,11 +212,12 @@ class DualRateOptimizer:
                 if i:
                     rewind()  # every micro-batch draws its rows of the same global-batch noise
                 with ShardNoise(shard.offset + i * micro.shape[0], shard.rows):
-                    sums += self._accumulate(micro, n_tokens, step, k)
+                    last = shard.last_backward if i == len(micros) - 1 else None
+                    sums += self._accumulate(micro, n_tokens, step, k, last)
         shard.sum_(sums)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         shard.sum_grads(params)
-        grad_norm = nn.utils.clip_grad_norm_(params, self.slow.grad_clip)
+        grad_norm = shard.clip_grad_norm_(params, self.slow.grad_clip)
         if not torch.isfinite(grad_norm):  # stepping would make every weight NaN
             self.optimizer.zero_grad(set_to_none=True)
             raise DivergedError(f"slow step {step + 1}: the gradient norm is {grad_norm.item()}; lower "
@@ -230,9 +231,11 @@ class DualRateOptimizer:
                           grad_norm=float(grad_norm), lr=lr, kl_weight=self.kl_control.beta(step),
                           inner_steps=k)
 
-    def _accumulate(self, tokens: torch.Tensor, n_tokens: int, step: int, k: int) -> torch.Tensor:
+    def _accumulate(self, tokens: torch.Tensor, n_tokens: int, step: int, k: int,
+                    last_backward=None) -> torch.Tensor:
         """Fit q on one micro-batch (B', T+1) and backpropagate its share of the slow loss (summed
-        over the sequences, over the global token count `n_tokens`). Returns the summed -ELBO,
+        over the sequences, over the global token count `n_tokens`); `last_backward`, when given,
+        is called before the step's last backward pass. Returns the summed -ELBO,
         -reconstruction, KL and inner losses (3 + k,)."""
         inner_losses = self.fit_local(tokens, loss_tokens=n_tokens)
         if not self.guide.unroll:  # an unrolled fit stays differentiable into the guide's globals
@@ -247,6 +250,8 @@ class DualRateOptimizer:
         if not torch.isfinite(objective):
             raise DivergedError(f"slow step: the ELBO loss is {objective.item()}; lower the slow "
                                 f"learning rate (--lr {self.slow.lr}) or check the prior.")
+        if last_backward is not None:
+            last_backward()
         objective.backward()
         inner = torch.zeros(k, dtype=torch.float64)
         inner[:len(inner_losses)] = torch.tensor(inner_losses, dtype=torch.float64)
@@ -262,8 +267,9 @@ class Shard:
     Attributes:
         offset: The first global row this process holds.
         rows: Sequences in the global batch.
-        reducer: Sums tensors and gradients over the ranks in place (`ltm.training.DistContext`);
-            None on one process.
+        reducer: Sums tensors and gradients over the ranks in place and clips the gradients'
+            global norm (`ltm.training.DistContext`, or its sharded counterpart under FSDP); None
+            on one process.
     """
 
     offset: int
@@ -277,6 +283,17 @@ class Shard:
     def sum_grads(self, params: list[nn.Parameter]) -> None:
         if self.reducer is not None:
             self.reducer.sum_grads(params)
+
+    def last_backward(self) -> None:
+        """The next backward pass is the step's last (a sharded model reduces its gradients in it)."""
+        if self.reducer is not None:
+            self.reducer.last_backward()
+
+    def clip_grad_norm_(self, params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+        """Clip the summed gradients to a global 2-norm of `max_norm`; returns the norm before."""
+        if self.reducer is None:
+            return nn.utils.clip_grad_norm_(params, max_norm)
+        return self.reducer.clip_grad_norm_(params, max_norm)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ thoughts, plus what the tools around it need to know:
 | `metrics` | trainer | extra numbers it logs after each step |
 | `cost_per_token` | benchmarks | its stated decode cost per token, as a multiple of vanilla |
 | `pretrained_names` | trainer | which parameters a pretrained decoder gives (`--freeze`, `--slow.new-lr`) |
+| `fsdp_refusal` | config | why `--fsdp` cannot shard it with given options (None: it can) |
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ class Family(nn.Module):
         cls.refuse_prior(prior, prior_kwargs)
         options = cls.Options() if options is None else options
         return cls(Decoder(decoder), **dataclasses.asdict(options))
+
+    @classmethod
+    def fsdp_refusal(cls, options) -> str | None:
+        """Why `--fsdp` cannot shard this family with `options` (a clause naming the option and
+        what to do instead), or None when it can. FSDP all-gathers a block's weights in every call
+        of it, a collective: every rank must run the same blocks the same number of times, so a
+        family whose graph depends on the data (not just its shape) cannot be sharded."""
+        return None
 
     @classmethod
     def refuse_prior(cls, prior, prior_kwargs) -> None:

@@ -164,6 +164,15 @@ class AdaptiveLatentCoT(TokenLevelFamily):
         self.last_router_loss: torch.Tensor | None = None  # (B,), last `model` call
         self.last_cross_entropy: torch.Tensor | None = None  # (B,), last `model` call
 
+    @classmethod
+    def fsdp_refusal(cls, options: AdaptiveCoTOptions) -> str | None:
+        if options.prune_threshold > 0:
+            return (f"--adaptive-cot.prune-threshold {options.prune_threshold} skips the steps of "
+                    f"tokens whose reach falls below it, so each process runs its own levels and "
+                    f"the sharded blocks' all-gathers would wait forever; set it to 0 or train "
+                    f"without --fsdp (plain torchrun)")
+        return None
+
     @property
     def cost_per_token(self) -> float:
         """The decode FLOP multiplier over vanilla: 1 + computed latent steps per token (last run)."""

@@ -40,6 +40,7 @@ from ltm.models.hf_format import HF_PREFIXES, decoder_state_from_hf
 from ltm.models.pretrained import EXPORT_KEY
 from ltm.training.build import build_model, build_run_guide
 from ltm.training.config import TrainConfig
+from ltm.training.fsdp import shard_like
 from ltm.training.trusted_code import refuse_untrusted_code
 from ltm.training.write_errors import RecordingWriter, failure_reason
 
@@ -133,9 +134,11 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def weight_tensors(model: nn.Module, guide: nn.Module | None = None) -> tuple[dict, dict]:
-    """(tensors to save, aliases): each storage once; `aliases` maps a tied name to the saved one."""
-    state = dict(model.state_dict())
+def weight_tensors(model: nn.Module, guide: nn.Module | None = None,
+                   model_state: dict | None = None) -> tuple[dict, dict]:
+    """(tensors to save, aliases): each storage once; `aliases` maps a tied name to the saved one.
+    `model_state` replaces `model.state_dict()` (a sharded model's, gathered whole)."""
+    state = dict(model.state_dict() if model_state is None else model_state)
     if guide is not None:
         state.update({f"guide.{k}": v for k, v in guide.state_dict().items()})
     tensors, aliases, seen = {}, {}, {}
@@ -151,7 +154,8 @@ def weight_tensors(model: nn.Module, guide: nn.Module | None = None) -> tuple[di
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: TrainConfig,
                     tokenizer: Tokenizer, trainer_state: dict, guide: nn.Module | None = None,
-                    keep_last: int = 0, extra: dict | None = None) -> Path:
+                    keep_last: int = 0, extra: dict | None = None,
+                    model_state: dict | None = None) -> Path:
     """Write `run_dir/step_NNNNNN/` atomically, point `latest` at it, prune to the last `keep_last`.
 
     Args:
@@ -164,6 +168,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Tr
         guide: The guide, whose global parameters (if any) are saved under "guide.".
         keep_last: Keep this many step directories (older ones are deleted); 0 keeps all.
         extra: More entries for the manifest (e.g. special token ids).
+        model_state: The model's state gathered whole, in place of `model.state_dict()` (an FSDP
+            model's holds shards; `ltm.training.fsdp.full_model_state`).
 
     Returns:
         The step directory.
@@ -177,7 +183,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Tr
     recorder = RecordingWriter(None)
     try:
         return _save(run_dir, step, model, config, tokenizer, trainer_state, guide, keep_last, extra,
-                     recorder)
+                     recorder, model_state)
     except Exception as err:
         reason = failure_reason(recorder.error or err)
         if reason is None:  # not a write failure: a bug, with its traceback
@@ -191,7 +197,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Tr
 
 
 def _save(run_dir: Path, step: int, model, config, tokenizer, trainer_state, guide, keep_last, extra,
-          recorder: RecordingWriter) -> Path:
+          recorder: RecordingWriter, model_state: dict | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     for pattern in (".tmp-step_*", ".old-step_*"):  # left by a run killed while writing
         for stale in run_dir.glob(pattern):
@@ -200,7 +206,7 @@ def _save(run_dir: Path, step: int, model, config, tokenizer, trainer_state, gui
     tmp = run_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()  # honours the umask, unlike tempfile.mkdtemp
     try:
-        tensors, aliases = weight_tensors(model, guide)
+        tensors, aliases = weight_tensors(model, guide, model_state)
         safetensors.torch.save_file(tensors, str(tmp / MODEL_FILE),
                                     metadata={"format": FORMAT, "aliases": json.dumps(aliases)})
         saved = {**config.to_dict(), "resume": None, "init_from": None, "init_from_hf": None,
@@ -315,7 +321,8 @@ def read_tokenizer(step_dir: Path) -> Tokenizer:
 
 
 def load_weights(step_dir: Path, model: nn.Module | None = None, guide: nn.Module | None = None) -> None:
-    """Load `model` and/or `guide` (its globals) from `step_dir/model.safetensors`, checking shapes."""
+    """Load `model` and/or `guide` (its globals) from `step_dir/model.safetensors`, checking shapes
+    (a model sharded by `--fsdp` takes each rank's shard of the whole tensors)."""
     path = step_dir / MODEL_FILE
     manifest = read_manifest(step_dir, (MODEL_FILE,))
     try:
@@ -350,7 +357,7 @@ def load_weights(step_dir: Path, model: nn.Module | None = None, guide: nn.Modul
                     f"{path} does not fit this model: '{prefix}{k}' has shape {tuple(theirs[k].shape)} "
                     f"there but {tuple(t.shape)} here; use the sizes in its config.json (d_model, "
                     f"n_layer, n_latent, d_latent, vocabulary).")
-        module.load_state_dict(theirs)
+        module.load_state_dict({k: shard_like(own[k], v) for k, v in theirs.items()})
 
 
 def load_trainer_state(step_dir: Path) -> dict:

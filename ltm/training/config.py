@@ -168,6 +168,9 @@ class TrainConfig:
                                         "one more forward pass of time)", "speed and scale")
     grad_accum: int = _f(1, "micro-batches per slow step: each process fits and backpropagates "
                          "batch_size / (processes x grad_accum) sequences at a time", "speed and scale")
+    fsdp: bool = _f(False, "under torchrun, shard each decoder block, the embeddings and AdamW's "
+                    "state over the processes (PyTorch FSDP2) instead of copying them to each; not "
+                    "taken from the checkpoint on --resume", "speed and scale")
     dist_backend: str = _f("auto", "torchrun process group: auto (nccl on CUDA, gloo on CPU), gloo or "
                            "nccl", "speed and scale")
     dist_timeout: float = _f(300.0, "seconds a process waits for a silent one before the run stops "
@@ -207,6 +210,9 @@ class TrainConfig:
             raise ConfigError(f"--activation-checkpointing does not apply to the {self.model} family "
                               f"(its training pass appends to a KV cache, which recomputing a block "
                               f"would append to twice); train it without the flag.")
+        refusal = self.family.fsdp_refusal(self.options) if self.fsdp else None
+        if refusal:
+            raise ConfigError(f"--fsdp cannot shard the {self.model} family here: {refusal}.")
         remedies = [flag_for(name) for name, on in (("kl.free_bits", self.kl.free_bits > 0),
                                                     ("kl.warmup_steps", self.kl.warmup_steps > 0),
                                                     ("early.steps", self.early.steps is not None)) if on]

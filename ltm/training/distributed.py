@@ -56,6 +56,11 @@ class DistContext:
         """Rank 0: the one process that writes checkpoints, metrics and the progress bar."""
         return self.rank == 0
 
+    @property
+    def lockstep(self) -> bool:
+        """False: a process with no rows of a held-out batch skips it (FSDP's reducer says True)."""
+        return False
+
     def rows(self, batch_size: int) -> slice:
         """This rank's rows of a global batch of `batch_size` sequences (a multiple of the world
         size in training; shares differ by at most one row otherwise)."""
@@ -105,6 +110,14 @@ class DistContext:
             p.grad = flat[offset:offset + n].view_as(p).clone() if flat[i] > 0 else None
             offset += n
 
+    def last_backward(self) -> None:
+        """Nothing to do: `sum_grads` sums after the step's backward passes (FSDP's reducer, which
+        reduces inside the last one, acts here)."""
+
+    def clip_grad_norm_(self, params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+        """`torch.nn.utils.clip_grad_norm_` of the summed (so identical) gradients."""
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
@@ -139,12 +152,17 @@ def torchrun_world() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
-def check_world(batch_size: int, grad_accum: int, world_size: int) -> None:
-    """Refuse a global batch that does not split evenly over the ranks and micro-batches.
+def check_world(batch_size: int, grad_accum: int, world_size: int, fsdp: bool = False) -> None:
+    """Refuse a global batch that does not split evenly over the ranks and micro-batches, and
+    `--fsdp` (`fsdp`) on a single process, which has nothing to shard over.
 
     Raises:
         ConfigError: naming the batch size, the world size and what to do.
     """
+    if fsdp and world_size < 2:
+        raise ConfigError("--fsdp shards the model over the processes of a torchrun launch, and this "
+                          "run is one process; launch it with torchrun --nproc-per-node N (N >= 2) "
+                          "or drop --fsdp.")
     if grad_accum < 1:
         raise ConfigError(f"--grad-accum must be at least 1, got {grad_accum}.")
     if batch_size % world_size:

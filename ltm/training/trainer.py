@@ -48,6 +48,7 @@ from ltm.training.checkpoint import (
 )
 from ltm.training.config import TrainConfig, merge_values
 from ltm.training.distributed import check_world, init_distributed, torchrun_world
+from ltm.training.fsdp import full_model_state, full_optimizer_state, shard_family, shard_optimizer_state
 from ltm.training.metrics import METRICS_FILE, MetricsLog
 from ltm.training.precision import autocast, compile_decoder, resolve_precision
 from ltm.training.preemption import STOP_SIGNALS, StopSignals
@@ -81,8 +82,8 @@ def resolve_with_checkpoint(cfg: TrainConfig, explicit: dict) -> TrainConfig:
         return cfg
     trusted = True if cfg.trust_code else [explicit[k] for k in CODE_FIELDS if k in explicit]
     saved = read_config(step_dir, trusted).to_dict()
-    for start in ("resume", "init_from", "init_from_hf", "overwrite", "trust_code"):
-        saved.pop(start)
+    for start in ("resume", "init_from", "init_from_hf", "overwrite", "trust_code", "fsdp"):
+        saved.pop(start, None)  # fsdp: a run may go on under DDP or one process, and back
     saved["out_dir"] = str(step_dir.parent)  # where the checkpoint is now, even if the run moved
     return TrainConfig.from_dict(merge_values(saved, explicit))
 
@@ -96,7 +97,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, log=tqdm.write):
-        check_world(cfg.batch_size, cfg.grad_accum, torchrun_world()[1])
+        check_world(cfg.batch_size, cfg.grad_accum, torchrun_world()[1], cfg.fsdp)
         self.dist, self.device = init_distributed(cfg.device, cfg.dist_backend, cfg.dist_timeout)
         self.cfg, self.log = cfg, (log if self.dist.is_main else _quiet)
         self.precision = resolve_precision(cfg.precision, self.device)
@@ -130,13 +131,16 @@ class Trainer:
         if cfg.freeze == "decoder":
             frozen = freeze_pretrained(self.model, self.guide)
             self.log(f"freeze decoder: {frozen / 1e6:.2f}M pretrained parameters stay fixed")
+        if resume_dir is None:
+            self._start_weights(init_dir, hf_dir)  # before sharding, into the whole model
+        self.model.decoder.checkpoint_blocks = cfg.activation_checkpointing
+        if cfg.compile:
+            compile_decoder(self.model)
+        self.sharded = shard_family(self.model, self.dist) if cfg.fsdp else None
         self.opt = DualRateOptimizer(self.model, self.guide, cfg.inner_config(), cfg.slow_config(),
                                      num_particles=cfg.num_particles, kl_control=cfg.kl,
                                      early=cfg.early, micro_batches=cfg.grad_accum,
                                      pretrained=self.model.pretrained_names())
-        self.model.decoder.checkpoint_blocks = cfg.activation_checkpointing
-        if cfg.compile:
-            compile_decoder(self.model)
         self.model.check_tokenizer(self.data.tokenizer)
         self.batches = BatchIterator(self.data.train, cfg.batch_size, seed=cfg.seed)
         self._fix_val_batches()
@@ -149,7 +153,20 @@ class Trainer:
                 earlier = [p for _, p in step_dirs(resume_dir.parent) if p.name < resume_dir.name]
                 hint = f" An earlier one: --resume {earlier[-1]}." if earlier else ""
                 raise CheckpointError(f"{err}{hint}") from None
-        elif init_dir is not None:
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    @property
+    def reducer(self):
+        """How the ranks sum: FSDP's `ShardedReducer`, else the process group (None on one process)."""
+        if self.sharded is not None:
+            return self.sharded
+        return self.dist if self.dist.enabled else None
+
+    def _start_weights(self, init_dir: Path | None, hf_dir: Path | None) -> None:
+        """A new run's weights from --init-from or --init-from-hf (else its random init)."""
+        cfg = self.cfg
+        if init_dir is not None:
             load_weights(init_dir, self.model, self.guide)
             self.log(f"init-from: loaded the weights of {init_dir} (fresh optimiser, step 0)")
         elif hf_dir is not None:
@@ -159,8 +176,6 @@ class Trainer:
                      f"({len(new)} tensors) start from scratch"
                      + (" (the cross-attention's output at zero: step 0 is the pretrained model)"
                         if self.model.sequence_latent else ""))
-
-    # -- set-up -----------------------------------------------------------------------------------
 
     def _prepare_data(self):
         """Tokenise (or read from the cache): rank 0 first, then the others read its cache."""
@@ -190,7 +205,7 @@ class Trainer:
     def _shard(self) -> Shard:
         """This process's rows of every global batch (all of them on one process)."""
         rows = self.dist.rows(self.cfg.batch_size)
-        return Shard(rows.start, self.cfg.batch_size, self.dist if self.dist.enabled else None)
+        return Shard(rows.start, self.cfg.batch_size, self.reducer)
 
     def _check_out_dir(self, resume_dir: Path | None) -> None:
         """Refuse to start afresh over an existing run unless asked to (nothing is lost by accident)."""
@@ -219,6 +234,8 @@ class Trainer:
         load_weights(step_dir, self.model, self.guide)
         try:
             self.opt.optimizer.load_state_dict(state["optimizer"])
+            if self.sharded is not None:
+                shard_optimizer_state(self.opt.optimizer)  # each rank keeps its shard
             self.opt.scheduler.load_state_dict(state["scheduler"])
             self.batches.load_state_dict(state["data"])
         except (KeyError, ValueError) as err:
@@ -243,7 +260,7 @@ class Trainer:
         run's precision; under torchrun every process scores its rows and the sums are reduced."""
         if not self.val_batches:
             return None
-        with autocast(self.precision, self.device), data_parallel(self.dist):
+        with autocast(self.precision, self.device), data_parallel(self.reducer):
             return self._validate()
 
     def _validate(self) -> ElboBound | PrefixPredictive:
@@ -289,7 +306,16 @@ class Trainer:
         return score
 
     def save(self) -> Path:
-        state = {"step": self.step, "optimizer": self.opt.optimizer.state_dict(),
+        """Write the checkpoint of this step (rank 0; every rank calls it under --fsdp, whose
+        shards are gathered first) and return its directory."""
+        optimizer, weights = self.opt.optimizer.state_dict(), None
+        if self.sharded is not None:
+            optimizer = full_optimizer_state(self.opt.optimizer, self.dist.is_main)
+            weights = full_model_state(self.model, self.dist.is_main)
+        path = self.out_dir / step_dir_name(self.step)
+        if not self.dist.is_main:
+            return path
+        state = {"step": self.step, "optimizer": optimizer,
                  "scheduler": self.opt.scheduler.state_dict(), "rng": rng_state(),
                  "data": self.batches.state_dict()}
         extra = {"vocab_size": self.data.vocab_size, "bos_id": self.data.bos_id,
@@ -297,7 +323,8 @@ class Trainer:
         if self.cfg.init_from_hf:
             extra["init_from_hf"] = self.cfg.init_from_hf  # where the weights came from
         return save_checkpoint(self.out_dir, self.step, self.model, self.cfg, self.data.tokenizer, state,
-                               guide=self.guide, keep_last=self.cfg.keep_last, extra=extra)
+                               guide=self.guide, keep_last=self.cfg.keep_last, extra=extra,
+                               model_state=weights)
 
     def _latent_record(self, result) -> dict:
         """The inner budget and KL weight of a step, for families with a stochastic latent."""
@@ -327,7 +354,8 @@ class Trainer:
     def _scale_note(self) -> str:
         """How the batch is split: processes and micro-batches (empty on one process, one batch)."""
         d, a = self.dist, self.cfg.grad_accum
-        parts = ([f"{d.world_size} processes ({d.backend})"] if d.enabled else []) + (
+        sharded = ", FSDP" if self.sharded is not None else ""
+        parts = ([f"{d.world_size} processes ({d.backend}{sharded})"] if d.enabled else []) + (
             [f"{a} micro-batches"] if a > 1 else [])
         return f", batch {self.cfg.batch_size} over {' x '.join(parts)}" if parts else ""
 
@@ -345,7 +373,7 @@ class Trainer:
         `Preempted` on every process."""
         path = saved or self.out_dir / step_dir_name(self.step)
         if saved is None:
-            if self.dist.is_main:
+            if self.dist.is_main or self.sharded is not None:
                 path = self.save()
             self.dist.barrier(f"the checkpoint of step {self.step} on rank 0")
         name = signal.Signals(signum).name
@@ -422,7 +450,7 @@ class Trainer:
             saved = None
             if self._due(cfg.save_every):
                 saved = self.out_dir / step_dir_name(self.step)
-                if main:
+                if main or self.sharded is not None:
                     saved = self.save()
                     self.log(f"step {self.step:>6} | saved {saved}")
                 self.dist.barrier(f"the checkpoint of step {self.step} on rank 0")

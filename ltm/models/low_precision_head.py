@@ -119,5 +119,5 @@ def low_precision_forward(hidden: torch.Tensor, weight: torch.Tensor, targets: t
             if need_h:
                 grad_h[s:s + n] = (g @ w).to(acc) * valid[:, None]  # (n, D): ignored rows zero
             if need_w:
-                grad_w += (g.T @ (h * valid[:, None].to(dtype))).to(acc)  # (V, D)
+                grad_w.add_(g.T @ (h * valid[:, None].to(dtype)))  # (V, D): bf16 into fp32
     return nll, grad_h, grad_w

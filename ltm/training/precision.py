@@ -3,7 +3,9 @@
 Under bf16 the matrix multiplies run in bfloat16 while the master weights, the optimiser state,
 the guide's local tensors, the log-probabilities (the token cross-entropy is computed in fp32 from
 bf16 logits), the KL and every loss stay fp32. `auto` picks bf16 only where the hardware does
-bf16 arithmetic natively (CUDA with bf16; a CPU with AMX or AVX512-BF16), else fp32.
+bf16 arithmetic natively (CUDA with bf16; a CPU with AMX or AVX512-BF16), else fp32. The output
+head's products run in `ltm.models.low_precision_head` (bf16 GEMMs, the softmax and the sums in
+fp32), and attention itself stays fp32 on a CPU without AMX (`ltm.core.hardware`).
 
     with autocast("bf16", torch.device("cpu")):
         result = optimizer.step(batch)

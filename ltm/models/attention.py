@@ -1,4 +1,8 @@
-"""Causal self-attention (optional sliding window, KV cache) and cross-attention to latents."""
+"""Causal self-attention (optional sliding window, KV cache) and cross-attention to latents.
+
+Under bf16 autocast the projections run in bf16; the attention kernel itself runs in fp32 where
+bf16 attention does not pay (a CPU without AMX: `ltm.core.hardware.bf16_attention_pays`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltm.core.hardware import bf16_attention_pays
 from ltm.models.config import DecoderConfig
 from ltm.models.kv_cache import KVCache
 from ltm.models.layers import apply_rope
@@ -31,6 +36,17 @@ def causal_mask(t_query: int, t_key: int, window: int | None,
     if window is not None:
         mask &= q_pos - k_pos < window
     return mask, False  # (Tq, Tk) bool, True = may attend
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+    """`scaled_dot_product_attention(q, k, v, **kwargs)`; under bf16 autocast on a device where bf16
+    attention does not pay, in fp32 (q, k, v upcast; the output fp32, the next projection casts it)."""
+    device = q.device.type
+    if (torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+            and not bf16_attention_pays(q.device)):
+        with torch.autocast(device, enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,7 @@ class SelfAttention(nn.Module):
             k, v = cache.update(layer, k, v)  # (B, KV, S, hd)
         if KV < H:  # each key/value head serves H / KV query heads
             k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        y = attend(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, H, T, hd)
         y = y.transpose(1, 2)  # (B, T, H, hd)
         return self.out(y.reshape(B, T, H * hd) if cells is None else y[cells.index].flatten(1))
 
@@ -93,5 +109,5 @@ class CrossAttention(nn.Module):
         N = latents.shape[1]
         q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k, v = self.kv(latents).view(B, N, 2, self.n_head, self.head_dim).transpose(1, 3).unbind(2)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, hd)
+        y = attend(q, k, v)  # (B, H, T, hd)
         return self.out(y.transpose(1, 2).reshape(B, T, D))

@@ -18,7 +18,9 @@ weight[target]. The kernel keeps its blocks of logits in cache (measured at N 20
 V 50258 on one core: 0.8 s against 1.5 s for the row chunks).
 
 Under `torch.autocast` the matmuls run in the autocast dtype; the log-softmax, the returned NLL
-and the accumulated weight gradient are fp32 (fp64 for an fp64 head).
+and the accumulated weight gradient are fp32 (fp64 for an fp64 head). Under bf16 autocast the
+forward (with its gradients) is `ltm.models.low_precision_head`'s: bf16 GEMMs on a weight packed
+once per version, the softmax in place in one bf16 buffer; the fp32 path is unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from ltm.core.sites import IGNORE_INDEX
+from ltm.models import low_precision_head
 
 # fp32 logits per chunk (rows = CHUNK_BYTES / (4 V)); at V 50258 on one core 16 MiB (83 rows)
 # beat 4 and 8 MiB by 10-25 %: each chunk streams the whole (V, D) weight through the matmuls
@@ -47,9 +50,12 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targe
         hidden: Hidden states (N, D).
         weight: Output head (V, D) (the tied embedding).
         targets: Target ids (N,); `IGNORE_INDEX` rows give NLL 0 and no gradient.
-        rows: Rows per chunk (default: `chunk_rows(V)`).
+        rows: Rows per chunk (default: `chunk_rows(V)`; under bf16 autocast
+            `low_precision_head.chunk_rows(V)`).
     """
-    rows = rows or chunk_rows(weight.shape[0])
+    if rows is None:
+        bf16 = _mm_dtype(hidden.device.type, weight.dtype) == torch.bfloat16
+        rows = (low_precision_head.chunk_rows if bf16 else chunk_rows)(weight.shape[0])
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return _FusedLinearCrossEntropy.apply(hidden, weight, targets, rows)
     with torch.no_grad():
@@ -70,6 +76,8 @@ def _forward(hidden, weight, targets, rows, need_h, need_w):
     if (need_h and not need_w and device_type == "cpu" and _FLASH_CPU is not None
             and mm == hidden.dtype == torch.float32):
         return _flash_forward(hidden, weight, targets)
+    if mm == torch.bfloat16:
+        return low_precision_head.low_precision_forward(hidden, weight, targets, rows, need_h, need_w)
     N, D = hidden.shape
     acc = torch.promote_types(mm, torch.float32)  # softmax, NLL and gradient sums
     nll = torch.empty(N, device=hidden.device, dtype=acc)  # (N,)

@@ -3,7 +3,9 @@
 Under bf16 the matrix multiplies run in bfloat16 while the master weights, the optimiser state,
 the guide's local tensors, the log-probabilities (the token cross-entropy is computed in fp32 from
 bf16 logits), the KL and every loss stay fp32. `auto` picks bf16 only where the hardware does
-bf16 arithmetic natively (CUDA with bf16; a CPU with AMX or AVX512-BF16), else fp32.
+bf16 arithmetic natively (CUDA with bf16; a CPU with AMX or AVX512-BF16), else fp32. The output
+head's products run in `ltm.models.low_precision_head` (bf16 GEMMs, the softmax and the sums in
+fp32), and attention itself stays fp32 on a CPU without AMX (`ltm.core.hardware`).
 
     with autocast("bf16", torch.device("cpu")):
         result = optimizer.step(batch)
@@ -12,14 +14,13 @@ bf16 arithmetic natively (CUDA with bf16; a CPU with AMX or AVX512-BF16), else f
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ltm.core.errors import ConfigError
+from ltm.core.hardware import CPU_BF16_FLAGS, cpu_bf16_flags  # noqa: F401 (re-exported)
 
 aten = torch.ops.aten
 
@@ -28,18 +29,6 @@ EMULATED_BF16_ENV = "LTM_ALLOW_EMULATED_BF16"  # "1": allow bf16 on a CPU withou
 # "fp32" or "bf16": what `auto` resolves to, whatever the hardware (bf16 without native support
 # runs its products on the fp32 kernel): runs the test suite as it runs on the other kind of CPU.
 AUTO_PRECISION_ENV = "LTM_AUTO_PRECISION"
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@functools.cache
-def cpu_bf16_flags() -> tuple[str, ...]:
-    """The CPU's native bf16 instruction sets among AVX512-BF16 and AMX-BF16 (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: ask oneDNN instead
-        return ("onednn",) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ()
-    flags = set(text.split("flags", 2)[1].split("\n", 1)[0].split()) if "flags" in text else set()
-    return tuple(f for f in CPU_BF16_FLAGS if f in flags)
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -99,13 +88,17 @@ class Fp32KernelForBf16(TorchDispatchMode):
     """
 
     OPS = {aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default}
+    OUT_OPS = {aten.mm.out: aten.mm.default}  # written into `out` (the bf16 head's buffer)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in self.OPS and any(isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16
-                                    for a in args):
+        if (func in self.OPS or func in self.OUT_OPS) and any(
+                isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 for a in args):
             up = [a.float() if isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 else a
                   for a in args]
+            if func in self.OUT_OPS:
+                out = kwargs.pop("out")
+                return out.copy_(self.OUT_OPS[func](*up, **kwargs))
             return func(*up, **kwargs).to(torch.bfloat16)
         return func(*args, **kwargs)
 

@@ -25,6 +25,7 @@ Last line: the mean bf16 - fp32 difference against the fp32 seed spread, and the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -59,7 +60,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=6, help="seeds 0 .. N-1")
     ap.add_argument("--eval-batches", type=int, default=None,
                     help="validation batches (default: the config's)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 seeds x 2 steps, 1 batch")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 2 seeds x 2 steps without warm-up, 1 validation batch")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.steps, args.eval_batches = 2, 2, 1
@@ -71,6 +73,8 @@ def main() -> None:
     base = TrainConfig.from_dict(load_config_file(args.config), args.config)
     if args.eval_batches:
         base = base.replace(eval_batches=args.eval_batches)
+    if args.quick:  # no warm-up, so that two steps move the weights and the precisions differ
+        base = base.replace(slow=dataclasses.replace(base.slow, warmup_steps=0))
     print(f"{Path(args.config).name}: {base.model}, d_model {base.d_model}, {base.n_layer} layers, "
           f"B {base.batch_size}, K {base.inner.steps} (eval K {base.eval_steps}), {args.steps} steps, "
           f"seeds 0-{args.seeds - 1}, {base.eval_batches} validation batches; bf16 native: "
@@ -96,8 +100,8 @@ def main() -> None:
     print(f"fp32 seed spread (std over {len(fp32)} seeds): {spread:.4f}; max - min "
           f"{max(fp32) - min(fp32):.4f}")
     verdict = "within" if abs(mean) < spread else "OUTSIDE"
-    print(f"bf16 - fp32 bound: {mean:+.4f} +- {se:.4f} (SE) vs fp32 seed spread {spread:.4f}: "
-          f"{verdict} run-to-run noise, ratio |diff|/spread {abs(mean) / spread:.3f}")
+    print(f"bf16 - fp32 bound: {mean:+.5f} +- {se:.5f} (SE) vs fp32 seed spread {spread:.5f}: "
+          f"{verdict} run-to-run noise, ratio |diff|/spread {abs(mean) / spread:.4f}")
 
 
 if __name__ == "__main__":

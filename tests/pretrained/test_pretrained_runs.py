@@ -44,7 +44,9 @@ def _logits(model, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor
         return model.full_logits(tokens, latents=z) if model.sequence_latent else model.full_logits(tokens)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# Coconut needs a tokenizer with its thought tokens, which a pretrained prose tokenizer lacks (it is
+# refused in one sentence; tests/cli/test_cli_reasoning.py trains, resumes and scores it).
+@pytest.mark.parametrize("family", [name for name in FAMILIES if name != "coconut"])
 def test_train_resume_sample_evaluate_export(hf_run, tmp_path, family, capsys):
     run = tmp_path / family
     Trainer(hf_run(family)).train()

@@ -215,8 +215,8 @@ def load_documents(dataset: str, text_field: str, cache_dir: str | Path,
     """Non-empty text documents of `dataset`, in a deterministic order.
 
     Args:
-        dataset: "embedded", a reasoning task (`reasoning:addition?digits=4`, `ltm.data.reasoning`),
-            a local file or folder, or a hub dataset name.
+        dataset: "embedded", a local file or folder, or a hub dataset name (a reasoning task is
+            rendered one example per block by `ltm.data.reasoning_data`, not read here).
         text_field: Column holding the text (json/parquet/csv; `.txt` files always use their text).
         cache_dir: Where `datasets` may keep its Arrow cache.
         encoding: The text encoding of local .txt, .json(l) and .csv files and of .txt members
@@ -230,8 +230,6 @@ def load_documents(dataset: str, text_field: str, cache_dir: str | Path,
     encodings = _encodings(encoding)
     if dataset == "embedded":
         return list(embedded.embedded_documents())
-    if reasoning.is_reasoning_spec(dataset):
-        return reasoning.parse_reasoning(dataset).documents()
     cache_dir = Path(cache_dir)
     if _is_hub_name(dataset):
         docs = _load_hub(dataset, text_field, cache_dir)

@@ -179,7 +179,11 @@ def test_a_mix_of_difficulties_draws_as_many_of_each():
     docs = corpus.documents()
     lengths = Counter(len(d.split("+")[0]) for d in docs)  # digits of the first number
     assert lengths == {2: 101, 3: 100, 4: 100} and docs == corpus.documents()
-    with pytest.raises(ConfigError, match="stages=3 is beyond the 2 written steps of addition at digits=2"):
-        parse_reasoning("reasoning:addition?digits=2,4&stages=3&stage_steps=5")
+    with pytest.raises(ConfigError, match="stages=5 is beyond the 4 written steps of addition at digits=4"):
+        parse_reasoning("reasoning:addition?digits=2,4&stages=5&stage_steps=5")
+    # A stage beyond an easier difficulty's steps hides all of that example's steps, no more.
+    mixed = parse_reasoning("reasoning:addition?digits=2,4&examples=10&stages=3&stage_steps=5")
+    thoughts = Counter(d.count("<|thought|>") for d in mixed.documents(stage=3))
+    assert thoughts == {2: 5, 3: 5}
     with pytest.raises(ConfigError, match="an integer or a comma list"):
         parse_reasoning("reasoning:addition?digits=2-4")

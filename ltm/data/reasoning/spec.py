@@ -35,7 +35,8 @@ class ReasoningCorpus:
         examples: Examples (documents) to draw from the train split (`examples=`, default 20,000).
         with_steps: Write the steps out (`steps=1`, the default) or answer directly (`steps=0`).
         stages: Coconut's curriculum: stages 0..S, stage s replacing the first s steps by thoughts
-            (`stages=`, default 0: no curriculum). At most the task's number of steps.
+            (`stages=`, default 0: no curriculum). At most the number of steps of the hardest
+            difficulty; an example with fewer steps has all of them replaced from its own count on.
         thoughts: Continuous thoughts c per replaced step (`thoughts=`, default 1).
         stage_steps: Training steps per stage before the last (`stage_steps=`; needed with stages).
     """
@@ -114,11 +115,11 @@ def parse_reasoning(spec: str) -> ReasoningCorpus:
         raise ConfigError(f"in {spec!r}, examples must be at least 2, steps 0 or 1, thoughts at least 1 "
                           f"and stages at least 0.")
     built = tuple(task(level) for level in levels)
-    fewest = min(built, key=lambda t: t.steps_per_example)
-    most = fewest.steps_per_example
+    hardest = max(built, key=lambda t: t.steps_per_example)
+    most = hardest.steps_per_example
     if v["stages"] > most:
         raise ConfigError(f"stages={v['stages']} is beyond the {most} written steps of {name} at "
-                          f"{task.knob}={fewest.difficulty}; use stages <= {most}.")
+                          f"{task.knob}={hardest.difficulty}; use stages <= {most}.")
     if v["stages"] and (v["stage_steps"] < 1 or not v["steps"]):
         raise ConfigError(f"a curriculum (stages={v['stages']} in {spec!r}) needs written steps to replace "
                           f"(steps=1) and stage_steps >= 1, the training steps of each stage.")

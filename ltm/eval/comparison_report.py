@@ -8,7 +8,8 @@ held-out number under its protocol's heading, the fresh-noise bound against K), 
 table, and the protocols' labels. summary.json holds the same numbers for other tools (the scale
 trend, `ltm.eval.trend`). Plots (matplotlib, Agg): the validation bound logged during training
 against training tokens and against training FLOPs, and the held-out bound against K (exact-NLL
-runs as horizontal dashed lines; means with the seeds' spread as error bars).
+runs as horizontal dashed lines; means with the seeds' spread as error bars); on a reasoning task
+also accuracy against FLOPs per answer (`ltm.eval.task_results`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from ltm.eval.comparison_summary import collect, differences, format_controls, format_summary, write_summary
 from ltm.eval.exact import EXACT_LABEL
+from ltm.eval.task_results import format_task_means, task_means, write_task_plot
 from ltm.inference.bound_results import ELBO_LABEL, IWAE_LABEL, PREFIX_LABEL
 from ltm.training.metrics import METRICS_FILE
 
@@ -164,12 +166,15 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
     scored = list(reports.values())
     values = collect(comp, reports)
     diffs = differences(comp, values)
-    write_summary(comp, costs, values, diffs)
+    means = task_means(comp, reports) if comp.eval.task else {}
+    write_summary(comp, costs, values, diffs, means)
     overview = []
     if comp.seeds > 1 or any(r.is_control for r in comp.runs):
         overview = [f"Over {comp.seeds} seed(s) ({', '.join(map(str, comp.seed_values()))}; each run and "
                     f"control trained once per seed, nothing else changed):", "",
                     format_summary(comp, costs, values), "", format_controls(comp, diffs), "",
+                    *(["Reasoning accuracy, mean ± sd over seeds:", "", format_task_means(comp, means), ""]
+                      if means else []),
                     "Each run and seed:", ""]
     data = scored[0]["data"] if scored else None
     tokens = cfg.batch_size * cfg.data.block_size * cfg.max_steps
@@ -210,6 +215,8 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
         "held-out number is the exact NLL for deterministic families and the fresh-noise ELBO bound "
         "after a K-step fit for stochastic ones.", ""]
     plots = write_plots(comp, costs, values)
+    if (task_plot := write_task_plot(comp, means, comp.out_dir)) is not None:
+        plots.append(task_plot)
     lines += [f"![{name}]({name})" for name in plots]
     path = comp.out_dir / RESULTS_FILE
     path.write_text("\n".join(lines) + "\n")

@@ -114,8 +114,9 @@ def format_controls(comp, diffs) -> str:
     return "\n\n".join(blocks)
 
 
-def write_summary(comp, costs: dict, values, diffs) -> Path:
-    """summary.json: every run's values by K and seed, cost and role; each run's differences."""
+def write_summary(comp, costs: dict, values, diffs, task: dict | None = None) -> Path:
+    """summary.json: every run's values by K and seed, cost and role; each run's differences; on a
+    reasoning task, each run's accuracy by difficulty (mean over seeds, `task_results.task_means`)."""
     runs = {}
     for run in comp.runs:
         cost = next((c for key, c in costs.items() if key.split("/")[0] == run.name), {})
@@ -128,7 +129,8 @@ def write_summary(comp, costs: dict, values, diffs) -> Path:
             "params": cost.get("params"), "training_flops": cost.get("training_flops"),
             "values": {str(k): v for k, v in values[run.name].items()}}
     summary = {"name": comp.name, "seeds": comp.seed_values(), "protocol_steps": comp.eval.protocol_steps,
-               "runs": runs,
+               "runs": runs, **({"task": {r: {str(d): e for d, e in by.items()} for r, by in task.items()}}
+                                if task else {}),
                "differences": {r: {kind: {str(k): d.to_dict() for k, d in by_k.items()}
                                    for kind, by_k in by_kind.items()} for r, by_kind in diffs.items()},
                "verdicts": {r: verdict(r, by_kind, CONTROL_WORDS, comp.eval.protocol_steps, TARGET_KINDS)

@@ -44,6 +44,29 @@ def test_each_run_is_scored_by_accuracy(tmp_path, capsys):
     steps = json.loads((tmp_path / "out" / "steps" / "eval.json").read_text())["reasoning"][0]
     direct = json.loads((tmp_path / "out" / "direct" / "eval.json").read_text())["reasoning"][0]
     assert steps["with_steps"] and not direct["with_steps"]
+    task = json.loads((tmp_path / "out" / "summary.json").read_text())["task"]
+    assert task["steps"]["8"]["accuracy"] == steps["accuracy"] and task["steps"]["8"]["seeds"] == 1
+    assert task["direct"]["8"]["flops_per_answer"] == direct["flops_per_answer"]
+    assert (tmp_path / "out" / "accuracy_vs_compute.png").stat().st_size > 0
+    assert "![accuracy_vs_compute.png](accuracy_vs_compute.png)" in results
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_seeds_give_a_mean_accuracy_per_run(tmp_path, capsys):
+    from statistics import fmean, stdev
+
+    runs = RUNS[:1]
+    data = yaml.safe_load(write(tmp_path, runs=runs).read_text())
+    data["seeds"] = 2
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["--config", str(tmp_path / "c.yaml")]) == 0
+    capsys.readouterr()
+    accs = [json.loads((tmp_path / "out" / "direct" / f"seed_{s}" / "eval.json").read_text())["reasoning"][0]
+            ["accuracy"] for s in (0, 1)]
+    entry = json.loads((tmp_path / "out" / "summary.json").read_text())["task"]["direct"]["8"]
+    assert entry["seeds"] == 2 and entry["accuracy"] == pytest.approx(fmean(accs))
+    assert entry["accuracy_sd"] == pytest.approx(stdev(accs))
+    assert "Reasoning accuracy, mean ± sd over seeds:" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_a_run_on_other_examples_is_refused(tmp_path):

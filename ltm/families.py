@@ -12,6 +12,7 @@ from ltm.models.family import Family
 from ltm.models.latent_thought import LatentThoughtModel
 from ltm.ponder.adaptive_cot import AdaptiveLatentCoT
 from ltm.ponder.coconut import Coconut
+from ltm.ponder.coconut_stochastic import StochasticCoconut
 from ltm.ponder.looped import LoopedDecoder
 from ltm.ponder.pause import PauseTokens
 from ltm.ponder.ponderlm import PonderLM
@@ -29,6 +30,7 @@ FAMILIES: dict[str, type[Family]] = {
     "looped": LoopedDecoder,
     "ponderlm2_stochastic": StochasticPonderLM2,
     "coconut": Coconut,
+    "coconut_stochastic": StochasticCoconut,
 }
 
 

@@ -82,7 +82,7 @@ class Coconut(TokenLevelFamily):
         for what, name, mine in (("thought_id", THOUGHT, self.thought_id), ("eot_id", EOT, self.eot_id)):
             theirs = tokenizer.token_to_id(name)
             if theirs != mine:
-                flag = f"--coconut.{what.replace('_', '-')}"
+                flag = f"--{self.name.replace('_', '-')}.{what.replace('_', '-')}"
                 fix = f"set {flag} {theirs}" if theirs is not None else "train on a reasoning task"
                 raise ConfigError(f"coconut's {what} is {mine} but the tokenizer's {name} is {theirs}; {fix} "
                                   f"(--dataset 'reasoning:addition?digits=4&stages=4&stage_steps=500').")

@@ -27,6 +27,10 @@ FAMILY_FLAGS = {
     "ponderlm2_stochastic": [],  # its default guide: ThoughtGuide
     "coconut": ["--dataset", "reasoning:addition?digits=2&examples=400&stages=2&stage_steps=2",
                 "--vocab-size", "300", "--block-size", "40"],  # a task with its thought tokens
+    # its guide: CoconutThoughtGuide; one thought (no chain of noisy thoughts, whose KL would grow
+    # with each stage) and an inner step small against the thoughts' sigma 0.1
+    "coconut_stochastic": ["--dataset", "reasoning:addition?digits=2&examples=400&stages=1&stage_steps=1",
+                           "--vocab-size", "300", "--block-size", "40", "--inner.lr", "0.01"],
 }
 
 

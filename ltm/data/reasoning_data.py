@@ -139,13 +139,14 @@ def open_reasoning(cfg, corpus: ReasoningCorpus, path: Path, pad: int) -> tuple[
     """The train and validation blocks of a corpus built by `build_reasoning` in `path`.
 
     Raises:
-        DataError: when an example (BOS, text, EOS) is longer than one block of T + 1 tokens.
+        DataError: when an example (BOS, text, EOS) is longer than one block of T tokens (a greedy
+            answer is decoded within one block).
     """
     longest = json.loads((path / "meta.json").read_text())["longest_document_tokens"]
-    if longest > cfg.block_size + 1:
-        raise DataError(f"{cfg.dataset} writes examples of up to {longest} tokens, more than one block of "
-                        f"{cfg.block_size} + 1; raise --block-size to at least {longest - 1} or lower the "
-                        f"difficulty.")
+    if longest > cfg.block_size:  # a greedy answer is decoded in one block of positions, EOS included
+        raise DataError(f"{cfg.dataset} writes examples of up to {longest} tokens (BOS and EOS included), "
+                        f"more than one block of {cfg.block_size}; raise --block-size to at least {longest} "
+                        f"or lower the difficulty.")
     split = {name: StagedBlocks([RowBlocks(np.load(path / f"{name}-{s}.npy"), cfg.block_size, pad)
                                  for s in range(corpus.stages + 1)], corpus) for name in ("train", "val")}
     return split["train"], split["val"]

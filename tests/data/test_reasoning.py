@@ -65,8 +65,8 @@ def solve_swaps(question: str) -> str:
 
 
 def solve_parity(question: str) -> str:
-    bits = re.fullmatch(r"parity ([01 ]+)\?", question).group(1).split()
-    return str(bits.count("1") % 2)
+    pairs = re.findall(r"[a-zA-Z]([01])", re.fullmatch(r"parity ((?:[a-zA-Z][01])+)\?", question).group(1))
+    return str(sum(map(int, pairs)) % 2)
 
 
 SOLVERS = {"addition": (solve_addition, 7), "multiplication": (solve_multiplication, 4),
@@ -127,7 +127,10 @@ def test_swaps_and_parity_steps_track_the_state():
         at = int(re.search(r"at (\d)\?", e.question).group(1))
         assert len(e.steps) == 6 and e.steps[-1][at - 1] == e.answer
     for e in task_from_spec("reasoning:parity?bits=9").examples(500, "train"):
-        assert len(e.steps) == 9 and e.steps[-1] == e.answer
+        assert len(e.steps) == 9 and e.steps[-1][2] == e.answer
+        pairs = re.findall(r"[a-zA-Z][01]", e.question)
+        assert pairs == [s[:2] for s in e.steps]  # a step repeats its bit and its position letter
+        assert [p[0] for p in pairs] == list("abcdefghi")
 
 
 @pytest.mark.parametrize("spec", ["reasoning:addition?digits=2", "reasoning:reachability?hops=2",

@@ -14,7 +14,7 @@ from ltm.eval.comparison import load_comparison
 from tests.cli_helpers import one_thread  # noqa: F401 (fixture)
 
 TASK = "reasoning:parity?bits=8&examples=200"
-COMMON = dict(dataset=TASK + "&steps=0", vocab_size=262, block_size=56, d_model=32, n_layer=1, n_head=2,
+COMMON = dict(dataset=TASK + "&steps=0", vocab_size=262, block_size=66, d_model=32, n_layer=1, n_head=2,
               batch_size=8, max_steps=4, warmup_steps=1, eval_every=4, eval_batches=1, save_every=4,
               keep_last=0, progress=False)
 RUNS = [{"name": "direct", "model": "vanilla"},
@@ -78,5 +78,5 @@ def test_a_run_on_other_examples_is_refused(tmp_path):
 
 def test_quick_keeps_the_task_blocks(tmp_path):
     comp = load_comparison(write(tmp_path), quick=True)
-    assert comp.runs[0].config.data.block_size == 56 and comp.runs[0].config.data.vocab_size == 262
+    assert comp.runs[0].config.data.block_size == 66 and comp.runs[0].config.data.vocab_size == 262
     assert comp.eval.task == {"difficulties": [8], "examples": 8}

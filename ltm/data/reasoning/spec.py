@@ -17,7 +17,7 @@ TASKS: dict[str, type[ReasoningTask]] = {
     t.name: t for t in (Addition, Multiplication, Reachability, Swaps, Parity)}
 PREFIX = "reasoning:"
 DEFAULT_EXAMPLES = 20_000
-GENERATOR_VERSION = 1  # raise when a generator changes what a seed draws (cached corpora are rebuilt)
+GENERATOR_VERSION = 3  # raise when a generator changes what a seed draws (cached corpora are rebuilt)
 DEFAULTS = {"examples": DEFAULT_EXAMPLES, "steps": 1, "stages": 0, "thoughts": 1, "stage_steps": 0}
 
 

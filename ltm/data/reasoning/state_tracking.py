@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import string
 
 from ltm.data.reasoning.example import ReasoningExample
 from ltm.data.reasoning.task import ReasoningTask
@@ -29,17 +30,28 @@ class Swaps(ReasoningTask):
         return self.example(question, steps, state[at])
 
 
-class Parity(ReasoningTask):
-    """"parity 1 0 1 1?": whether `bits` bits hold an odd number of ones (answer 1) or not (0); one
-    step per bit, the parity so far."""
+POSITION_LETTERS = string.ascii_lowercase + string.ascii_uppercase  # a parity bit's position
 
-    name, knob, knob_range = "parity", "bits", (1, 64)
+
+class Parity(ReasoningTask):
+    """"parity a1b0c1d1?": whether `bits` bits hold an odd number of ones (answer 1) or not (0); one
+    step per bit: its position letter, the bit and the parity so far ("a11", "b01", "c10", "d11").
+
+    Each bit carries a position letter (a-z, then A-Z) that its step repeats, so a step finds its
+    bit by content (the letter) and then XORs two tokens beside each other. With the bare
+    "parity 1 0 1 1?" and steps holding only the parity, a small decoder trained on several lengths
+    at once did not learn the written steps (a step has to count 2n + 2 positions back, n varying;
+    measured: chance after 1000 steps at 10-14 bits, d 128, 2 layers), though it did at one length.
+    """
+
+    name, knob, knob_range = "parity", "bits", (1, len(POSITION_LETTERS))
     description = "the parity of n bits, one step per bit"
 
     def draw(self, rng: random.Random) -> ReasoningExample:
         bits = [rng.randrange(2) for _ in range(self.difficulty)]
         steps, parity = [], 0
-        for b in bits:
+        for letter, b in zip(POSITION_LETTERS, bits, strict=False):
             parity ^= b
-            steps.append(str(parity))
-        return self.example(f"parity {' '.join(map(str, bits))}?", steps, str(parity))
+            steps.append(f"{letter}{b}{parity}")
+        question = "".join(f"{letter}{b}" for letter, b in zip(POSITION_LETTERS, bits, strict=False))
+        return self.example(f"parity {question}?", steps, str(parity))

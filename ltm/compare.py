@@ -6,7 +6,8 @@
         --run ltm-warmup --out-dir results/compare/scale_trend      # gap to each control vs size
 
 The config names the runs (a family and its options each), the settings they share, and how the
-held-out split is scored (`ltm.eval.comparison`). Runs train one after another into OUT_DIR/RUN;
+held-out split is scored (`ltm.eval.comparison`). Runs train one after another into OUT_DIR/RUN
+(`--jobs N`: N at a time, each in its own process);
 each finished run is scored (exact NLL for deterministic families; fresh-noise ELBO bound against K,
 importance-weighted bound and prefix-predictive NLL for stochastic ones) and OUT_DIR/results.md
 and its plots are rewritten. Run the same command again after an interruption: finished runs are
@@ -43,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
             return
         if not args.config:
             raise ConfigError("give --config FILE (a comparison YAML), or --trend DIR ... for a scale trend.")
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1 (runs trained at once), got {args.jobs}.")
         comp = load_comparison(args.config, args.out_dir, quick=args.quick)
         try:
-            path = run_comparison(comp, command_line(argv), log=lambda m: print(m, flush=True))
+            path = run_comparison(comp, command_line(argv), log=lambda m: print(m, flush=True),
+                                  jobs=args.jobs)
         except Preempted as stop:  # a run saved where it stopped: the same command continues it
             message = str(stop).replace("continue with --resume auto", "run the same command again to "
                                         "continue")

@@ -19,7 +19,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the same runs and controls at a tiny size, 12 "
                    "steps, 2 seeds, in OUT_DIR-quick: a first look in minutes (its numbers say that "
                    "everything runs, not which run wins)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0: one per core (default: 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run, 0: one per core "
+                   "(default: 1)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained and scored at once, each in its own "
+                   "process (default: 1; on 2 cores with --threads 1, --jobs 2 halves the wall time); a "
+                   "run's numbers do not depend on it")
     return p
 
 

@@ -177,8 +177,12 @@ def _record_session(comp: Comparison, command: str, started: float, date: str) -
     return sessions
 
 
-def run_comparison(comp: Comparison, command: str, log=print) -> Path:
+def run_comparison(comp: Comparison, command: str, log=print, jobs: int = 1) -> Path:
     """Train and score every run of `comp` (skipping finished ones); returns results.md's path.
+
+    Args:
+        jobs: Runs trained and scored at once, each in a process of its own
+            (`ltm.eval.comparison_parallel`); 1: one after another in this process.
 
     Holds the lock of `comp.out_dir` (`RunLock`) throughout: a second comparison into the same
     folder is refused.
@@ -191,35 +195,53 @@ def run_comparison(comp: Comparison, command: str, log=print) -> Path:
         except BaseException:
             lock.release(tidy=True)  # refused before training: no folder or lock left behind
             raise
-        return _run_comparison(comp, command, log, costs, started)
+        return _run_comparison(comp, command, log, costs, started, jobs)
     finally:
         lock.release()
 
 
-def _run_comparison(comp: Comparison, command: str, log, costs: dict, started: float) -> Path:
+def work_on(inst: Instance, cost: dict, settings, tag: str, log=print) -> dict:
+    """Train `inst` to max_steps (resuming) unless it is there, and score it unless its eval.json is
+    current; returns its eval report (saved as RUN/eval.json)."""
+    max_steps = inst.config.max_steps
+    step = finished_step(inst.dir)
+    if step < max_steps:
+        log(f"{tag}: training {inst.config.model} (seed {inst.seed}) from step {step} to "
+            f"{max_steps} in {inst.dir}")
+        train_run(inst, cost, log)
+        step = finished_step(inst.dir)
+    report = read_json(inst.dir / EVAL_FILE)
+    if report and report.get("step") == step and report.get("settings") == settings.to_dict():
+        log(f"{tag}: trained to step {step} and scored already; skipped")
+        return report
+    log(f"{tag}: scoring the held-out split (K = {settings.inner_steps})")
+    t0 = time.perf_counter()
+    report = evaluate_run(inst.dir, settings, own_code(inst.run))
+    report["eval_seconds"] = round(time.perf_counter() - t0, 3)
+    write_json(inst.dir / EVAL_FILE, report)
+    return report
+
+
+def _run_comparison(comp: Comparison, command: str, log, costs: dict, started: float,
+                    jobs: int = 1) -> Path:
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     instances = comp.instances()
     for inst in instances:
         if read_json(inst.dir / COST_FILE) != costs[inst.key]:
             write_json(inst.dir / COST_FILE, costs[inst.key])
-    for i, inst in enumerate(instances, 1):
-        cost, tag = costs[inst.key], f"[{i}/{len(instances)}] {inst.key}"
-        max_steps = inst.config.max_steps
-        step = finished_step(inst.dir)
-        if step < max_steps:
-            log(f"{tag}: training {inst.config.model} (seed {inst.seed}) from step {step} to "
-                f"{max_steps} in {inst.dir}")
-            train_run(inst, cost, log)
-            step = finished_step(inst.dir)
-        report = read_json(inst.dir / EVAL_FILE)
-        if report and report.get("step") == step and report.get("settings") == comp.eval.to_dict():
-            log(f"{tag}: trained to step {step} and scored already; skipped")
-        else:
-            log(f"{tag}: scoring the held-out split (K = {comp.eval.inner_steps})")
-            t0 = time.perf_counter()
-            report = evaluate_run(inst.dir, comp.eval, own_code(inst.run))
-            report["eval_seconds"] = round(time.perf_counter() - t0, 3)
-            write_json(inst.dir / EVAL_FILE, report)
+    tags = {inst.key: f"[{i}/{len(instances)}] {inst.key}" for i, inst in enumerate(instances, 1)}
+
+    def done(inst: Instance) -> None:
+        costs[inst.key] = read_json(inst.dir / COST_FILE) or costs[inst.key]  # its new segments
         path = write_report(comp, costs, command, _record_session(comp, command, started, date))
-        log(f"{tag}: done; wrote {path}")
+        log(f"{tags[inst.key]}: done; wrote {path}")
+
+    if jobs > 1:
+        from ltm.eval.comparison_parallel import work_in_parallel
+
+        work_in_parallel(comp, instances, costs, tags, jobs, done, log)
+    else:
+        for inst in instances:
+            work_on(inst, costs[inst.key], comp.eval, tags[inst.key], log)
+            done(inst)
     return comp.out_dir / "results.md"

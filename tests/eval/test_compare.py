@@ -189,3 +189,24 @@ def test_the_evaluation_fit_may_differ_from_the_training_one():
         EvalSettings(inner_loop={"steps": 3}).check("test")
     with pytest.raises(ConfigError, match="unknown fast optimizer"):
         EvalSettings(inner_loop={"optimizer": "lbfgs"}).check("test")
+
+
+def _numbers(report: dict) -> dict:
+    """A run's scores without its timings."""
+    return {k: v for k, v in report.items() if k not in ("eval_seconds", "seconds", "checkpoint")}
+
+
+def test_jobs_train_runs_at_once_with_the_same_numbers(compared, tmp_path, capfd):
+    """`--jobs 2`: the runs train in two processes; every score equals the sequential run's."""
+    _, done_dir, _ = compared
+    config = write_config(tmp_path / "tiny.yaml", done_dir.parent / "cache", tmp_path / "out")
+    assert main(["--config", str(config), "--jobs", "2"]) == 0
+    out = capfd.readouterr().out  # the workers write to the file descriptor
+    assert "3 run(s), 2 at a time" in out and out.count(": done; wrote") == 3
+    for name in ("vanilla", "ltm", "p2"):
+        mine = json.loads((tmp_path / "out" / name / "eval.json").read_text())
+        sequential = json.loads((done_dir / name / "eval.json").read_text())
+        assert _numbers(mine) == _numbers(sequential), name
+    assert set(table_rows((tmp_path / "out" / "results.md").read_text())) == {"vanilla", "ltm", "p2"}
+    assert main(["--config", str(config), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capfd.readouterr().err

@@ -131,10 +131,19 @@ class Coconut(TokenLevelFamily):
     @torch.no_grad()
     def start_decode(self, tokens: torch.Tensor, max_len: int | None = None
                      ) -> tuple[torch.Tensor, CoconutState]:
-        x, _ = self._filled(tokens)  # (B, P, D): the prompt's thoughts solved without the cache
+        """The prompt up to its first thought slot in one cached pass, the rest one position at a
+        time (a thought slot then reads the hidden state just computed): one decoder pass over the
+        prompt in all, whatever its number of thoughts."""
+        self.check_length(tokens.shape[1])
+        slots = self._thought_slots(tokens).any(0)  # (P,): a slot in some row
+        first = int(slots.nonzero()[0]) if slots.any() else tokens.shape[1]
         cache = self.decoder.new_cache(tokens.shape[0], max_len)
-        h = self.decoder.hidden_states(embeds=x, cache=cache)[:, -1]  # (B, D)
-        return self.decoder.logits(h), CoconutState(cache, tokens.shape[1], last_hidden=h)
+        h = self.decoder.hidden_states(tokens[:, :first], cache=cache)[:, -1]  # (B, D)
+        state = CoconutState(cache, first, last_hidden=h)
+        logits = self.decoder.logits(h)  # (B, V)
+        for t in range(first, tokens.shape[1]):
+            logits, state = self.decode_step(tokens[:, t], state)
+        return logits, state
 
     @torch.no_grad()
     def decode_step(self, token: torch.Tensor, state: CoconutState) -> tuple[torch.Tensor, CoconutState]:

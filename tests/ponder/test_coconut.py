@@ -103,3 +103,19 @@ def test_thought_and_eot_targets_are_not_scored_and_gradients_reach_the_thoughts
 def test_bad_token_ids_are_refused():
     with pytest.raises(ConfigError, match="thought_id 99 is not a token id"):
         Coconut(Decoder(tiny_config(n_latent=0)), thought_id=99)
+
+
+def test_a_prompt_with_thoughts_costs_one_pass():
+    """start_decode runs the prompt's thoughts through the cache: about the FLOPs of one decoder pass
+    over the prompt, not one pass per thought."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    family = coconut().eval()
+    tokens = with_thoughts()[:, :12]  # rows with 1-3 thoughts in their prompt
+    counts = []
+    for run in (lambda: family.start_decode(tokens), lambda: family.decoder.hidden_states(tokens)):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            run()
+        counts.append(counter.get_total_flops())
+    assert counts[0] <= 1.25 * counts[1], counts

@@ -209,7 +209,8 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
         f"- {PREFIX_LABEL}; per continuation token (the last block tokens "
         f"after the prefix P), so it is not the same token set as the other columns.",
         "- training FLOPs: FLOPs of one measured training step (matrix multiplies and attention, "
-        "forward + backward, inner loop included; torch.utils.flop_counter) x max_steps.",
+        "forward + backward, inner loop included; torch.utils.flop_counter) x max_steps; with a "
+        "curriculum (Coconut's stages), each stage's step, measured on its own blocks, x its steps.",
         "- run − control: the run's mean over seeds minus the control's, with the standard error "
         "sqrt(s_run^2/n + s_control^2/n) (Welch); 'beyond 2 SE' when |difference| > 2 SE. The "
         "held-out number is the exact NLL for deterministic families and the fresh-noise ELBO bound "

@@ -22,10 +22,11 @@ from pathlib import Path
 
 from ltm.core.errors import ConfigError, UserError
 from ltm.data import prepare_data
+from ltm.data.reasoning import is_reasoning_spec, parse_reasoning
 from ltm.eval.comparison import Comparison, Instance, RunSpec, run_signature
 from ltm.eval.comparison_report import write_report
 from ltm.eval.controls import DESCRIPTIONS, Sized, control_values
-from ltm.eval.flops import step_cost
+from ltm.eval.flops import staged_step_cost, step_cost
 from ltm.eval.run_eval import evaluate_run
 from ltm.training.checkpoint import latest_checkpoint, read_config, read_manifest
 from ltm.training.config import key_name
@@ -113,6 +114,17 @@ def size_controls(comp: Comparison, vocab_size: int, batch, log=print) -> None:
         write_json(path, saved)
 
 
+def run_step_cost(cfg, vocab_size: int, batch) -> dict:
+    """The run's step cost (`ltm.eval.flops.step_cost`) on `batch` of the common data; a run with a
+    curriculum (Coconut's stages) is measured on its own blocks at every stage."""
+    if not is_reasoning_spec(cfg.data.dataset) or not parse_reasoning(cfg.data.dataset).stages:
+        return step_cost(cfg, vocab_size, batch)
+    corpus = parse_reasoning(cfg.data.dataset)
+    train = prepare_data(cfg.data, cfg.data_cache_dir()).train
+    batches = [stage.fixed_batches(cfg.batch_size, 1)[0] for stage in train.stages]  # (B, T+1) each
+    return staged_step_cost(cfg, vocab_size, batches, corpus.stage_at)
+
+
 def prepare(comp: Comparison, log=print) -> dict:
     """Everything checked before training: the data once, the controls sized, each run's cost,
     existing run folders.
@@ -138,7 +150,7 @@ def prepare(comp: Comparison, log=print) -> dict:
         if "flops_per_step" not in cost:
             if inst.run.name not in measured:  # the same at every seed
                 try:
-                    measured[inst.run.name] = step_cost(inst.run.config, data.vocab_size, batch)
+                    measured[inst.run.name] = run_step_cost(inst.run.config, data.vocab_size, batch)
                 except (ConfigError, ValueError, TypeError) as err:
                     raise ConfigError(f"run '{inst.run.name}' of {comp.source}: "
                                       f"{str(err).splitlines()[0]}") from None

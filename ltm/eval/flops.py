@@ -67,3 +67,21 @@ def step_cost(cfg, vocab_size: int, batch: torch.Tensor) -> dict:
         set_rng_state(saved)
     return {"params": int(params), "flops_per_step": flops,
             "training_flops": early * early_flops + (cfg.max_steps - early) * flops}
+
+
+def staged_step_cost(cfg, vocab_size: int, stage_batches: list[torch.Tensor], stage_at) -> dict:
+    """`step_cost` for a run whose blocks change with a curriculum (Coconut's stages): each stage's
+    step measured on a batch of that stage, `training_flops` summing each stage's steps at its own
+    cost; `flops_per_step` is the last stage's.
+
+    Args:
+        stage_batches: A batch (B, T+1) of each stage 0..S.
+        stage_at: The stage of a training step (`ReasoningCorpus.stage_at`).
+    """
+    costs = [step_cost(cfg, vocab_size, batch) for batch in stage_batches]
+    steps = [0] * len(costs)
+    for step in range(cfg.max_steps):
+        steps[stage_at(step)] += 1
+    return {"params": costs[0]["params"], "flops_per_step": costs[-1]["flops_per_step"],
+            "training_flops": sum(n * c["flops_per_step"] for n, c in zip(steps, costs, strict=True)),
+            "stage_flops_per_step": [c["flops_per_step"] for c in costs]}

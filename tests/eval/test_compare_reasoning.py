@@ -48,6 +48,14 @@ def test_each_run_is_scored_by_accuracy(tmp_path, capsys):
     assert task["steps"]["8"]["accuracy"] == steps["accuracy"] and task["steps"]["8"]["seeds"] == 1
     assert task["direct"]["8"]["flops_per_answer"] == direct["flops_per_answer"]
     assert (tmp_path / "out" / "accuracy_vs_compute.png").stat().st_size > 0
+    # Coconut's step costs more at each stage (one more pass per thought); max_steps 4 with
+    # stage_steps 1 trains one step at each of stages 0-3
+    cost = json.loads((tmp_path / "out" / "coconut" / "cost.json").read_text())
+    stages = cost["stage_flops_per_step"]
+    assert len(stages) == 4 and all(a < b for a, b in zip(stages, stages[1:], strict=False))
+    assert cost["training_flops"] == sum(stages) and cost["flops_per_step"] == stages[-1]
+    plain = json.loads((tmp_path / "out" / "steps" / "cost.json").read_text())
+    assert stages[0] == plain["flops_per_step"]  # stage 0 is vanilla with written steps
     assert "![accuracy_vs_compute.png](accuracy_vs_compute.png)" in results
 
 

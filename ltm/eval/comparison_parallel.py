@@ -17,10 +17,8 @@ import torch
 from ltm.data import prepare_data
 
 
-def _work(inst, cost: dict, settings, tag: str, threads: int) -> None:
-    """One run in a worker process: train and score it (`comparison_run.work_on`), logging with its tag."""
-    from ltm.eval.comparison_run import work_on
-
+def _work(work_on, inst, cost: dict, settings, tag: str, threads: int) -> None:
+    """One run in a worker process: train and score it with `work_on`, logging with its tag."""
     torch.set_num_threads(threads)
 
     def log(message: str) -> None:
@@ -29,8 +27,14 @@ def _work(inst, cost: dict, settings, tag: str, threads: int) -> None:
     work_on(inst, cost, settings, tag, log)
 
 
-def work_in_parallel(comp, instances: list, costs: dict, tags: dict, jobs: int, done, log=print) -> None:
+def work_in_parallel(work_on, comp, instances: list, costs: dict, tags: dict, jobs: int, done,
+                     log=print) -> None:
     """Work on `instances` in `jobs` processes, calling `done(inst)` here as each one finishes.
+
+    Args:
+        work_on: a module-level function `(inst, cost, settings, tag, log)` that trains and scores
+            one run (`comparison_run.work_on`); passed in, so this module imports nothing of the
+            comparison's own.
 
     Raises:
         The first error a run raised, after the runs already started have finished (the pending ones
@@ -45,8 +49,8 @@ def work_in_parallel(comp, instances: list, costs: dict, tags: dict, jobs: int, 
     log(f"training and scoring {len(instances)} run(s), {jobs} at a time")
     threads = torch.get_num_threads()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending = {pool.submit(_work, inst, costs[inst.key], comp.eval, tags[inst.key], threads): inst
-                   for inst in instances}
+        pending = {pool.submit(_work, work_on, inst, costs[inst.key], comp.eval, tags[inst.key],
+                               threads): inst for inst in instances}
         error = None
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -251,7 +251,7 @@ def _run_comparison(comp: Comparison, command: str, log, costs: dict, started: f
     if jobs > 1:
         from ltm.eval.comparison_parallel import work_in_parallel
 
-        work_in_parallel(comp, instances, costs, tags, jobs, done, log)
+        work_in_parallel(work_on, comp, instances, costs, tags, jobs, done, log)
     else:
         for inst in instances:
             work_on(inst, costs[inst.key], comp.eval, tags[inst.key], log)

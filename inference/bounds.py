@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pyro import poutine
 
 from ltm.core.errors import ConfigError
+from ltm.core.loss_mask import scored_targets, split_block
 from ltm.core.protocols import ModelFamily
 from ltm.core.sites import IGNORE_INDEX
 from ltm.inference.bound_results import (
@@ -82,7 +83,7 @@ def _check_count(name: str, value: int) -> None:
 
 
 def _n_targets(tokens: torch.Tensor) -> torch.Tensor:
-    return (tokens[:, 1:] != IGNORE_INDEX).sum(-1)  # (B,)
+    return scored_targets(tokens)  # (B,)
 
 
 def _site_sum(trace, batch: int) -> torch.Tensor:
@@ -198,7 +199,8 @@ def prefix_predictive_perplexity(family: ModelFamily, guide: LocalGuide, tokens,
             check_prefix(prefix_len, batch.shape[1])
             prefix = batch[:, :prefix_len]  # (B, P)
             fit_posterior(family, guide, prefix, inner)
-            inputs, targets = batch[:, :-1], batch[:, prefix_len:]  # (B, L-1), (B, L-P)
+            inputs, targets = split_block(batch)  # (B, L-1) each
+            targets = targets[:, prefix_len - 1:]  # (B, L-P)
             with torch.no_grad():
                 ll = torch.stack([
                     -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ltm.core.errors import ConfigError, DivergedError
+from ltm.core.loss_mask import is_masked
 from ltm.core.protocols import ModelFamily
 from ltm.inference.bound_results import capped_exp
 from ltm.inference.elbo import ElboTerms, LatentELBO
@@ -206,7 +207,7 @@ class DualRateOptimizer:
         step, k = self.steps_done, self.inner_steps_now()
         n_tokens = tokens[:, 1:].numel() * shard.rows // tokens.shape[0]  # the global batch's
         micros = tokens.chunk(self.micro_batches)  # each (B / A, T+1)
-        sums = torch.zeros(3 + k, dtype=torch.float64)  # -ELBO, -recon, KL, inner losses
+        sums = torch.zeros(4 + k, dtype=torch.float64)  # -ELBO, -recon, KL, masked targets, inner losses
         with rewinding_rng(tokens.device) as rewind:
             for i, micro in enumerate(micros):
                 if i:
@@ -226,8 +227,9 @@ class DualRateOptimizer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, recon, kl = (sums[:3] / n_tokens).tolist()
-        return StepResult(loss=loss, reconstruction=recon, kl=kl, inner_losses=sums[3:].tolist(),
+        # Reported per scored target; gradients and inner losses are scaled per block position.
+        loss, recon, kl = (sums[:3] / (n_tokens - sums[3]).clamp(min=1)).tolist()
+        return StepResult(loss=loss, reconstruction=recon, kl=kl, inner_losses=sums[4:].tolist(),
                           grad_norm=float(grad_norm), lr=lr, kl_weight=self.kl_control.beta(step),
                           inner_steps=k)
 
@@ -236,7 +238,7 @@ class DualRateOptimizer:
         """Fit q on one micro-batch (B', T+1) and backpropagate its share of the slow loss (summed
         over the sequences, over the global token count `n_tokens`); `last_backward`, when given,
         is called before the step's last backward pass. Returns the summed -ELBO,
-        -reconstruction, KL and inner losses (3 + k,)."""
+        -reconstruction, KL, the number of targets a task masks, and inner losses (4 + k,)."""
         inner_losses = self.fit_local(tokens, loss_tokens=n_tokens)
         if not self.guide.unroll:  # an unrolled fit stays differentiable into the guide's globals
             self.guide.detach_locals()
@@ -255,9 +257,10 @@ class DualRateOptimizer:
         objective.backward()
         inner = torch.zeros(k, dtype=torch.float64)
         inner[:len(inner_losses)] = torch.tensor(inner_losses, dtype=torch.float64)
+        masked = is_masked(tokens[:, 1:]).sum()
         head = torch.stack([neg_elbo.detach(), -terms.reconstruction.detach().sum(),
-                            terms.kl.detach().sum()]).double().cpu()
-        return torch.cat([head, inner])  # (3 + k,)
+                            terms.kl.detach().sum(), masked.to(neg_elbo.dtype)]).double().cpu()
+        return torch.cat([head, inner])  # (4 + k,)
 
 
 @dataclass

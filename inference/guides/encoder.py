@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ltm.core.errors import ConfigError, DataError
+from ltm.core.loss_mask import block_ids
 from ltm.core.sites import IGNORE_INDEX
 
 LOG_SCALE_RANGE = (-7.0, 3.0)  # keeps exp(log_scale) finite for any encoder output
@@ -41,6 +42,7 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loc, log_scale), each (B, N, D), of q(z | tokens) for token ids (B, T)."""
+        tokens = block_ids(tokens)  # (B, T): ids whose targets a task masks are read as ids
         mask = tokens != IGNORE_INDEX  # (B, T)
         if mask.any() and int(tokens[mask].max()) >= self.vocab_size:
             raise DataError(f"token id {int(tokens[mask].max())} is outside the encoder's vocabulary "

@@ -4,7 +4,8 @@ Coconut's curriculum.
 Block i of every stage holds the same example (rendered at that stage: its first s steps replaced
 by thoughts), so the batch order does not depend on the stage and a resumed run continues exactly;
 the trainer moves the stage with `StagedBlocks.set_step`. Padding after EOS is scored like any
-other target (it is predictable, and the same for every family).
+other target (it is predictable, and the same for every family). With `mask=question|steps` the
+start of each example is left out of the loss: its ids are served marked (`ltm.core.loss_mask`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from ltm.core.errors import ConfigError, DataError
+from ltm.core.loss_mask import mask_targets
 from ltm.data import tokenizer as tk
 from ltm.data.blocks import TokenBlocks
 from ltm.data.packing import split_documents
@@ -29,12 +31,17 @@ class RowBlocks(TokenBlocks):
         rows: Token ids (N, L), already padded with `pad_id` to a common length L.
         block_size: T; rows are padded on to T + 1.
         pad_id: The padding id.
+        first_scored: Per row (N,), the position of its first id that is a target; ids 1 .. before
+            it are served marked as unscored. None: every id after the first is a target.
     """
 
-    def __init__(self, rows: np.ndarray, block_size: int, pad_id: int):
+    def __init__(self, rows: np.ndarray, block_size: int, pad_id: int,
+                 first_scored: np.ndarray | None = None):
         if block_size < 1:
             raise ConfigError(f"block_size must be at least 1, got {block_size}.")
         self.rows, self.block_size, self.pad_id = rows, block_size, pad_id  # (N, L)
+        self.first_scored = None if first_scored is None else torch.from_numpy(
+            first_scored.astype(np.int64))  # (N,)
         self.tokens = rows.reshape(-1)  # (N * L,)
 
     @property
@@ -53,7 +60,12 @@ class RowBlocks(TokenBlocks):
         idx = np.asarray(indices.tolist() if hasattr(indices, "tolist") else indices, dtype=np.int64)  # (B,)
         out = np.full((idx.size, self.block_size + 1), self.pad_id, dtype=np.int64)  # (B, T+1)
         out[:, :self.rows.shape[1]] = self.rows[idx]
-        return torch.from_numpy(out)
+        out = torch.from_numpy(out)  # (B, T+1)
+        if self.first_scored is None:
+            return out
+        pos = torch.arange(out.shape[1])  # (T+1,)
+        unscored = (pos >= 1) & (pos < self.first_scored[torch.from_numpy(idx)][:, None])  # (B, T+1)
+        return mask_targets(out, unscored)
 
     def __repr__(self) -> str:
         return f"RowBlocks({len(self)} examples in blocks of {self.block_size}+1 tokens)"
@@ -109,11 +121,26 @@ def _rows(tok, docs: list[str], bos: int, eos: int, pad: int) -> np.ndarray:
     return out
 
 
+def _first_scored(tok, rows: np.ndarray, prefixes: list[str]) -> np.ndarray:
+    """Per row (N,), the position after BOS and the ids of its unscored prefix (as far as the row's
+    ids agree with the prefix's own: a BPE merge across the boundary ends it early)."""
+    first = np.ones(len(prefixes), dtype=np.int32)
+    for i, e in enumerate(tok.encode_batch(prefixes, add_special_tokens=False)):
+        ids = np.asarray(e.ids, dtype=np.int64)  # (n,)
+        row = rows[i, 1:1 + ids.size].astype(np.int64)  # (n,)
+        agree = np.cumprod(row == ids[:row.size]) if ids.size else np.zeros(0, np.int64)
+        first[i] = 1 + int(agree.sum())
+    return first
+
+
 def build_reasoning(cfg, corpus: ReasoningCorpus, out: Path) -> None:
-    """Draw, split, tokenize and write every stage's rows (`train-S.npy`, `val-S.npy`), the
+    """Draw, split, tokenize and write every stage's rows (`train-S.npy`, `val-S.npy`; with a
+    `mask`, the first scored position of each row in `train-S-scored.npy`, `val-S-scored.npy`), the
     tokenizer (with `<|bot|>`, `<|eot|>`, `<|thought|>` as ids 3, 4, 5 when trained here) and
     `meta.json` to `out`."""
-    stage_docs = [corpus.documents(cfg.seed, stage) for stage in range(corpus.stages + 1)]
+    drawn = corpus.drawn(cfg.seed)
+    stage_docs = [[e.text(corpus.with_steps, stage, corpus.thoughts) for e in drawn]
+                  for stage in range(corpus.stages + 1)]
     train_idx, val_idx = split_documents(len(stage_docs[0]), cfg.val_fraction, cfg.seed)
     if cfg.tokenizer == "bpe":
         tk.check_bpe_vocab_size(cfg.vocab_size, len(MARKERS))
@@ -128,10 +155,13 @@ def build_reasoning(cfg, corpus: ReasoningCorpus, out: Path) -> None:
         for split, idx in (("train", train_idx), ("val", val_idx)):
             rows = _rows(tok, [docs[i] for i in idx], bos, eos, pad)  # (N, L)
             np.save(out / f"{split}-{stage}.npy", rows)
+            if corpus.mask != "none":
+                prefixes = [corpus.unscored_prefix(drawn[i], stage) for i in idx]
+                np.save(out / f"{split}-{stage}-scored.npy", _first_scored(tok, rows, prefixes))
             longest = max(longest, rows.shape[1] if len(idx) else 0)
     meta = {"config": {"dataset": cfg.dataset, "seed": cfg.seed, "val_fraction": cfg.val_fraction},
             "documents": {"train": len(train_idx), "val": len(val_idx)}, "stages": corpus.stages + 1,
-            "longest_document_tokens": longest}
+            "mask": corpus.mask, "longest_document_tokens": longest}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -147,6 +177,11 @@ def open_reasoning(cfg, corpus: ReasoningCorpus, path: Path, pad: int) -> tuple[
         raise DataError(f"{cfg.dataset} writes examples of up to {longest} tokens (BOS and EOS included), "
                         f"more than one block of {cfg.block_size}; raise --block-size to at least {longest} "
                         f"or lower the difficulty.")
-    split = {name: StagedBlocks([RowBlocks(np.load(path / f"{name}-{s}.npy"), cfg.block_size, pad)
-                                 for s in range(corpus.stages + 1)], corpus) for name in ("train", "val")}
+    def stage_blocks(name: str, s: int) -> RowBlocks:
+        scored = path / f"{name}-{s}-scored.npy"
+        return RowBlocks(np.load(path / f"{name}-{s}.npy"), cfg.block_size, pad,
+                         np.load(scored) if corpus.mask != "none" else None)
+
+    split = {name: StagedBlocks([stage_blocks(name, s) for s in range(corpus.stages + 1)], corpus)
+             for name in ("train", "val")}
     return split["train"], split["val"]

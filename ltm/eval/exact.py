@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ltm.core.errors import ConfigError
+from ltm.core.loss_mask import split_block
 from ltm.core.sites import IGNORE_INDEX
 from ltm.inference.data_parallel import local_batches, reduce_sums
 from ltm.inference.posterior_fit import check_prefix, evaluation_mode
@@ -45,8 +46,8 @@ def exact_scores(family, batches, prefix_len: int, seed: int = 0) -> dict:
     with evaluation_mode(family, seed) as device, torch.no_grad():
         for batch in local_batches(batches, device):
             check_prefix(prefix_len, batch.shape[1])
-            targets = batch[:, 1:]  # (B, T)
-            logits = family.full_logits(batch[:, :-1])  # (B, T, V)
+            inputs, targets = split_block(batch)  # (B, T) each
+            logits = family.full_logits(inputs)  # (B, T, V)
             nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
                                   ignore_index=IGNORE_INDEX)  # (B, T)
             scored = targets != IGNORE_INDEX

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ltm.core.errors import ConfigError, DataError, MissingFileError
+from ltm.core.loss_mask import scored_targets
 from ltm.data import TokenBlocks, prepare_data
 from ltm.data.corpus import load_documents
 from ltm.data.prepare import pack
@@ -140,7 +141,7 @@ def score_held_out(model, guide, batches, budgets: list[int], inner: InnerLoopCo
         report["long_fit"] = long.to_dict()
         for row in curve:
             row["gap_to_long_fit"] = row["fresh_noise_elbo"]["neg_elbo"] - long.neg_elbo
-    n_tokens = sum(b[:, 1:].numel() for b in batches)
+    n_tokens = sum(int(scored_targets(b).sum()) for b in batches)
     skipped = diagnostics_skipped(model, guide)
     if skipped:
         report["diagnostics_skipped"] = skipped

@@ -15,6 +15,7 @@ from collections.abc import Collection
 from pathlib import Path
 from types import SimpleNamespace
 
+from ltm.core.loss_mask import scored_targets
 from ltm.eval.exact import exact_scores
 from ltm.eval.held_out import held_out_blocks
 from ltm.eval.reasoning_tasks import score_tasks, task_plan
@@ -62,7 +63,7 @@ def evaluate_run(run_dir: str | Path, settings, trust_code: bool | Collection[st
               "model": config.model, "exact": exact, "settings": settings.to_dict(),
               "data": {"dataset": config.data.dataset, "split": "val",
                        "blocks": sum(b.shape[0] for b in batches),
-                       "tokens": sum(b[:, 1:].numel() for b in batches)}}
+                       "tokens": sum(int(scored_targets(b).sum()) for b in batches)}}
     prefix = settings.prefix_len or default_prefix_len(batches[0].shape[1])
     if settings.task:
         report["reasoning"] = _score_task(model, tokenizer, config, settings, report["step"])

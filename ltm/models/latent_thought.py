@@ -9,6 +9,7 @@ import pyro
 import torch
 
 from ltm.core.errors import ConfigError
+from ltm.core.loss_mask import split_block
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.models.config import DecoderConfig
 from ltm.models.decoder import Decoder
@@ -88,7 +89,7 @@ class LatentThoughtModel(Family):
         Returns:
             The sampled thoughts z (B, N, D).
         """
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        inputs, targets = split_block(tokens)  # (B, T) each
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
             z = pyro.sample(LATENT_SITE, self.prior())  # (B, N, D)
             if tuple(z.shape[1:]) != tuple(self.prior.event_shape):

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ltm.core.errors import ConfigError
+from ltm.core.loss_mask import split_block
 from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.models.decoder import Decoder
 from ltm.models.likelihood import TokenSequence
@@ -292,7 +293,7 @@ class AdaptiveLatentCoT(TokenLevelFamily):
         Returns:
             The logits (B, T, V).
         """
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        inputs, targets = split_block(tokens)  # (B, T) each
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
             out = self.run(inputs, record=True)
             dist = TokenSequence(out.logits)
@@ -306,8 +307,8 @@ class AdaptiveLatentCoT(TokenLevelFamily):
 
     def cross_entropy(self, tokens: torch.Tensor) -> torch.Tensor:
         """Summed next-token cross-entropy per sequence (B,) of blocks `tokens` (B, T+1)."""
-        out = self.run(tokens[:, :-1])
-        return -TokenSequence(out.logits).log_prob(tokens[:, 1:])
+        inputs, targets = split_block(tokens)  # (B, T) each
+        return -TokenSequence(self.run(inputs).logits).log_prob(targets)
 
     def train_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.run(inputs).logits, None  # (B, T, V)

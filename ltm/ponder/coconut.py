@@ -27,6 +27,7 @@ import pyro
 import torch
 
 from ltm.core.errors import ConfigError
+from ltm.core.loss_mask import split_block
 from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, THOUGHT_SITE, TOKEN_SITE
 from ltm.data.reasoning import EOT, THOUGHT
 from ltm.models.decoder import Decoder
@@ -116,7 +117,7 @@ class Coconut(TokenLevelFamily):
     def model(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pyro model over blocks `tokens` (B, T+1): predicts the tokens after each position, but
         not the thought slots and `<|eot|>`, which the data places."""
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        inputs, targets = split_block(tokens)  # (B, T) each
         placed = (targets == self.thought_id) | (targets == self.eot_id)  # (B, T)
         targets = targets.masked_fill(placed, IGNORE_INDEX)  # (B, T)
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):

@@ -31,6 +31,7 @@ import torch
 from torch.distributions import constraints
 
 from ltm.core.errors import ConfigError, DataError
+from ltm.core.loss_mask import split_block
 from ltm.core.sites import IGNORE_INDEX, LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.inference.fixed_noise import normal
 from ltm.inference.guides import LocalGaussianGuide
@@ -136,7 +137,7 @@ class CoconutThoughtGuide(LocalGaussianGuide):
         return {"loc": start, "log_scale": torch.full_like(start, float(prior.log_sigma.detach()))}
 
     def distribution(self, tokens, prior):
-        slots = prior.slots(tokens[:, :-1])  # (B, T)
+        slots = prior.slots(split_block(tokens)[0])  # (B, T)
         return masked_normal(self.local("loc"), self.local("log_scale").exp(), slots, self.fixed_noise)
 
 
@@ -185,7 +186,7 @@ class StochasticCoconut(Coconut):
         Returns:
             The thoughts z (B, T, D).
         """
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        inputs, targets = split_block(tokens)  # (B, T) each
         if inputs.shape[1] > self.seq_len:
             raise DataError(f"StochasticCoconut was built for sequences of at most {self.seq_len} tokens, "
                             f"got {inputs.shape[1]}.")
@@ -237,6 +238,6 @@ class StochasticCoconut(Coconut):
     @torch.no_grad()
     def initial_latents(self, tokens: torch.Tensor) -> torch.Tensor:
         """The guide's starting means (B, T, D): the deterministic Coconut thoughts (zero elsewhere)."""
-        inputs = tokens[:, :-1]  # (B, T)
+        inputs = split_block(tokens)[0]  # (B, T)
         x, _ = self._filled(inputs)  # (B, T, D)
         return x * self.prior.slots(inputs)[..., None]

@@ -27,6 +27,7 @@ import pyro
 import torch
 
 from ltm.core.errors import ConfigError
+from ltm.core.loss_mask import split_block
 from ltm.core.sites import SEQUENCE_PLATE, TOKEN_SITE
 from ltm.models.decoder import Decoder
 from ltm.models.kv_cache import KVCache
@@ -113,7 +114,7 @@ class PonderLM(TokenLevelFamily):
         Returns:
             The final-pass hidden states (B, T, D), which the tied head maps to the logits.
         """
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        inputs, targets = split_block(tokens)  # (B, T) each
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
             h = self.ponder(inputs, record=True)  # (B, T, D)
             pyro.sample(TOKEN_SITE, TokenSequence.from_hidden(h, self.decoder.head_weight),

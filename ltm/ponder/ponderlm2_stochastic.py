@@ -35,6 +35,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from ltm.core.errors import ConfigError, DataError
+from ltm.core.loss_mask import split_block
 from ltm.core.sites import LATENT_SITE, SEQUENCE_PLATE, TOKEN_SITE
 from ltm.inference.guides import LocalGaussianGuide
 from ltm.models.config import DecoderConfig
@@ -188,7 +189,7 @@ class StochasticPonderLM2(PonderLM2):
         Returns:
             The thoughts z (B, T*K, D).
         """
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        inputs, targets = split_block(tokens)  # (B, T) each
         if inputs.shape[1] > self.seq_len:
             raise DataError(f"StochasticPonderLM2 was built for sequences of at most {self.seq_len} "
                             f"tokens, got {inputs.shape[1]}.")
@@ -254,6 +255,6 @@ class StochasticPonderLM2(PonderLM2):
     @torch.no_grad()
     def initial_latents(self, tokens: torch.Tensor) -> torch.Tensor:
         """The guide's starting means (B, T*K, D): the Jacobi-solved deterministic thoughts."""
-        x = self.token_inputs(tokens[:, :-1])  # (B, T, D)
+        x = self.token_inputs(split_block(tokens)[0])  # (B, T, D)
         z = self.jacobi_thoughts(x, self.jacobi_sweeps)  # (B, T, K, D)
         return z.reshape(z.shape[0], -1, z.shape[-1])

@@ -29,6 +29,7 @@ import pyro
 import torch
 
 from ltm.core.errors import ConfigError, DataError
+from ltm.core.loss_mask import split_block
 from ltm.core.sites import SEQUENCE_PLATE, THOUGHT_SITE, TOKEN_SITE
 from ltm.models.decoder import Decoder
 from ltm.models.family import DecodeState, Family
@@ -123,7 +124,7 @@ class TokenLevelFamily(Family):
         Returns:
             The thoughts (B, T, K, D), or None for a family without thoughts.
         """
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        inputs, targets = split_block(tokens)  # (B, T) each
         with pyro.plate(SEQUENCE_PLATE, tokens.shape[0]):
             likelihood, thoughts = self.train_likelihood(inputs)  # thoughts (B, T, K, D) or None
             if thoughts is not None:  # Delta at f(context): q = p, zero KL, zero log-density

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ltm.evaluate import main as evaluate_main
 from ltm.train import main as train_main
@@ -119,3 +120,25 @@ def test_a_task_whose_examples_do_not_fit_the_block_is_refused_before_training(t
     err = capsys.readouterr().err
     assert "raise --block-size to at least" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("mask, before", [("question", "=?\n"), ("steps", "+0=")])
+def test_mask_leaves_the_question_or_all_but_the_answer_out_of_the_loss(tmp_path, mask, before):
+    from ltm.core.loss_mask import block_ids, is_masked
+    from ltm.data import DataConfig, decode, prepare_data
+
+    spec = "reasoning:addition?digits=2&examples=300"
+    cfg = dict(vocab_size=262, block_size=48)
+    plain = prepare_data(DataConfig(dataset=spec, **cfg), tmp_path / "cache")
+    data = prepare_data(DataConfig(dataset=f"{spec}&mask={mask}", **cfg), tmp_path / "cache")
+    blocks = data.train.batch(range(20))  # (20, T+1)
+    assert torch.equal(block_ids(blocks), plain.train.batch(range(20)))  # the same ids, some marked
+    for block in blocks:
+        hidden = is_masked(block)  # (T+1,)
+        n = int(hidden.sum())
+        assert n > 0 and hidden[1:1 + n].all()  # one run, right after BOS
+        given = decode(data.tokenizer, block_ids(block)[1:1 + n])
+        scored = decode(data.tokenizer, block[1 + n:])
+        assert given.endswith(before) if mask == "question" else before in given
+        assert scored.startswith("#### ") == (mask == "steps") and "=?" not in scored
+    assert train_main([*reasoning_flags(tmp_path, dataset=f"{spec}&mask={mask}"), "--model", "vanilla"]) == 0

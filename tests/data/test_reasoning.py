@@ -161,6 +161,7 @@ def test_rendering_with_and_without_steps_and_reading_the_answer_back():
     ("reasoning:addition?hops=3", "has no parameter 'hops'"),
     ("reasoning:addition?digits=0", "digits must be an integer from 1"),
     ("reasoning:parity?bits=many", "bits must be an integer"),
+    ("reasoning:parity?bits=4&mask=answer", "mask='answer' in"),
 ])
 def test_bad_specs_get_one_sentence(spec, words):
     with pytest.raises(ConfigError, match=re.escape(words)):

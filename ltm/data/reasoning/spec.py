@@ -1,5 +1,5 @@
-"""Reasoning dataset names:
-`reasoning:TASK?KNOB=VALUE&examples=N&steps=0|1&stages=S&thoughts=C&stage_steps=N`."""
+"""Reasoning dataset names: `reasoning:TASK?KNOB=VALUE&examples=N&steps=0|1&stages=S&thoughts=C&
+stage_steps=N&mask=none|question|steps`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 from ltm.core.errors import ConfigError
 from ltm.data.reasoning.arithmetic import Addition, Multiplication
+from ltm.data.reasoning.example import ANSWER, ReasoningExample
 from ltm.data.reasoning.reachability import Reachability
 from ltm.data.reasoning.state_tracking import Parity, Swaps
 from ltm.data.reasoning.task import ReasoningTask
@@ -19,6 +20,7 @@ PREFIX = "reasoning:"
 DEFAULT_EXAMPLES = 20_000
 GENERATOR_VERSION = 3  # raise when a generator changes what a seed draws (cached corpora are rebuilt)
 DEFAULTS = {"examples": DEFAULT_EXAMPLES, "steps": 1, "stages": 0, "thoughts": 1, "stage_steps": 0}
+MASKS = ("none", "question", "steps")  # what `mask=` leaves out of the loss (see ReasoningCorpus.mask)
 
 
 def is_reasoning_spec(dataset: str) -> bool:
@@ -39,6 +41,9 @@ class ReasoningCorpus:
             difficulty; an example with fewer steps has all of them replaced from its own count on.
         thoughts: Continuous thoughts c per replaced step (`thoughts=`, default 1).
         stage_steps: Training steps per stage before the last (`stage_steps=`; needed with stages).
+        mask: The targets left out of the loss (`mask=`): "none" (the default: every token is a
+            target), "question" (the question and, at a curriculum stage, its run of thoughts: what a
+            model is given at test time), "steps" (all but the answer line).
     """
 
     tasks: tuple[ReasoningTask, ...]
@@ -47,6 +52,7 @@ class ReasoningCorpus:
     stages: int = 0
     thoughts: int = 1
     stage_steps: int = 0
+    mask: str = "none"
 
     @property
     def task(self) -> ReasoningTask:
@@ -61,14 +67,27 @@ class ReasoningCorpus:
         """The curriculum stage of training step `step` (0 without a curriculum)."""
         return min(step // self.stage_steps, self.stages) if self.stages else 0
 
-    def documents(self, seed: int = 0, stage: int = 0) -> list[str]:
-        """The training documents at `stage`: examples of the train split rendered as text, as many
-        of each difficulty (up to one), in a seeded order."""
+    def drawn(self, seed: int = 0) -> list[ReasoningExample]:
+        """The training examples: of the train split, as many of each difficulty (up to one), in a
+        seeded order."""
         k = len(self.tasks)
         drawn = [e for i, task in enumerate(self.tasks)
                  for e in task.examples(self.examples // k + (i < self.examples % k), "train", seed)]
         random.Random(f"{seed}|order").shuffle(drawn)
-        return [e.text(self.with_steps, stage, self.thoughts) for e in drawn]
+        return drawn
+
+    def documents(self, seed: int = 0, stage: int = 0) -> list[str]:
+        """The training documents at `stage`: the drawn examples rendered as text."""
+        return [e.text(self.with_steps, stage, self.thoughts) for e in self.drawn(seed)]
+
+    def unscored_prefix(self, example: ReasoningExample, stage: int = 0) -> str:
+        """The start of `example`'s document (at `stage`) whose tokens are not targets, by `mask`."""
+        if self.mask == "question":
+            return example.prompt(stage if self.with_steps else 0, self.thoughts)
+        if self.mask == "steps":
+            pieces = example.segments(self.with_steps, stage, self.thoughts)
+            return "".join(t for t, role in pieces if role != ANSWER)
+        return ""
 
 
 def _integers(name: str, spec: str, params: dict) -> dict[str, int]:
@@ -100,17 +119,21 @@ def parse_reasoning(spec: str) -> ReasoningCorpus:
                           f"{', '.join(sorted(TASKS))}, as reasoning:NAME?KNOB=VALUE.")
     task = TASKS[name]
     params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
-    unknown = sorted(set(params) - {task.knob, *DEFAULTS})
+    unknown = sorted(set(params) - {task.knob, *DEFAULTS, "mask"})
     if unknown:
         raise ConfigError(f"reasoning task {name} has no parameter {unknown[0]!r}; it takes {task.knob} "
                           f"(its difficulty), {', '.join(DEFAULTS)} (e.g. {PREFIX}{name}?"
-                          f"{task.knob}={task.knob_range[0] + 1}&examples=20000&steps=1).")
+                          f"{task.knob}={task.knob_range[0] + 1}&examples=20000&steps=1), mask.")
     v = _integers(name, spec, params)
     try:
         levels = [int(x) for x in str(params.get(task.knob, task.knob_range[0])).split(",")]
     except ValueError:
         raise ConfigError(f"{name}'s {task.knob} must be an integer or a comma list of them, got "
                           f"{params[task.knob]!r} in {spec!r}.") from None
+    mask = params.get("mask", MASKS[0])
+    if mask not in MASKS:
+        raise ConfigError(f"mask={mask!r} in {spec!r} is not one of {', '.join(MASKS)} (what the loss "
+                          f"leaves out: nothing, the question, or all but the answer).")
     if v["examples"] < 2 or v["steps"] not in (0, 1) or v["thoughts"] < 1 or v["stages"] < 0:
         raise ConfigError(f"in {spec!r}, examples must be at least 2, steps 0 or 1, thoughts at least 1 "
                           f"and stages at least 0.")
@@ -124,7 +147,7 @@ def parse_reasoning(spec: str) -> ReasoningCorpus:
         raise ConfigError(f"a curriculum (stages={v['stages']} in {spec!r}) needs written steps to replace "
                           f"(steps=1) and stage_steps >= 1, the training steps of each stage.")
     return ReasoningCorpus(built, v["examples"], bool(v["steps"]), v["stages"], v["thoughts"],
-                           v["stage_steps"])
+                           v["stage_steps"], mask)
 
 
 def task_from_spec(spec: str) -> ReasoningTask:

@@ -14,7 +14,10 @@ exactly as by the vanilla decoder, so stage 0 of the curriculum is vanilla with 
 
 Training fills the thoughts in n + 1 passes for n thoughts per row at most: pass i reads the i-th
 thought of every row off the hidden states of pass i - 1 (exact, since everything before it is
-already exact), the last pass gives the logits; gradients flow through every pass. Decoding with a
+already exact), the last pass gives the logits; gradients flow through every pass. As in the
+official implementation, each pass runs only the positions not yet final, reading the rest from a
+KV cache kept in the autograd graph (`GrowingKVCache`): a training step costs about one decoder
+pass plus a short segment per thought. Decoding with a
 KV cache feeds a thought slot the previous step's hidden state, so cached decoding equals the
 full pass.
 """
@@ -32,6 +35,7 @@ from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, THOUGHT_SITE, TOKEN_SIT
 from ltm.data.reasoning import EOT, THOUGHT
 from ltm.models.decoder import Decoder
 from ltm.models.family import DecodeState
+from ltm.models.growing_kv_cache import GrowingKVCache
 from ltm.ponder.token_level import TokenLevelFamily
 
 
@@ -97,17 +101,27 @@ class Coconut(TokenLevelFamily):
 
     def _filled(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input embeddings (B, T, D) of `tokens` (B, T) with every thought slot filled, and the
-        final hidden states (B, T, D)."""
+        final hidden states (B, T, D).
+
+        Pass i runs only the positions from the earliest i-th thought of any row up to the last
+        one, reading everything before from a cache that stays in the autograd graph; so n
+        thoughts per row cost about one decoder pass plus n short segments, not n + 1 passes."""
         self.check_length(tokens.shape[1])
         is_thought = self._thought_slots(tokens)  # (B, T)
         rank = is_thought.cumsum(1) * is_thought  # (B, T): i for the i-th thought of its row, else 0
         x = self.decoder.embed(tokens)  # (B, T, D)
-        h = self.decoder.hidden_states(embeds=x)  # (B, T, D)
+        cache = GrowingKVCache(self.decoder.cfg.n_layer, tokens.shape[1])
+        final, start = [], 0  # hidden states no later pass changes; the first position not yet final
         for i in range(1, int(rank.max()) + 1):
-            before = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)  # (B, T, D): h of t - 1
-            x = torch.where((rank == i)[..., None], before, x)  # (B, T, D)
-            h = self.decoder.hidden_states(embeds=x)  # (B, T, D)
-        return x, h
+            rows, cols = (rank == i).nonzero(as_tuple=True)  # (m,) each: every row's i-th thought
+            h = self.decoder.hidden_states(embeds=x[:, start:int(cols.max())], cache=cache)  # (B, S, D)
+            x = x.index_put((rows, cols), h[rows, cols - 1 - start])  # (B, T, D)
+            done = int(cols.min())  # positions before every i-th thought are final
+            final.append(h[:, :done - start])
+            cache.truncate(done)
+            start = done
+        final.append(self.decoder.hidden_states(embeds=x[:, start:], cache=cache))  # (B, T - start, D)
+        return x, torch.cat(final, 1)  # (B, T, D) each
 
     def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, h = self._filled(inputs)  # (B, T, D) each

@@ -119,3 +119,51 @@ def test_a_prompt_with_thoughts_costs_one_pass():
             run()
         counts.append(counter.get_total_flops())
     assert counts[0] <= 1.25 * counts[1], counts
+
+
+def multi_pass_logits(family: Coconut, tokens: torch.Tensor) -> torch.Tensor:
+    """The plain n + 1 full passes: pass i fills every row's i-th thought from pass i - 1's states."""
+    slots = tokens == THOUGHT  # (B, T)
+    slots[:, 0] = False
+    rank = slots.cumsum(1) * slots  # (B, T)
+    x = family.decoder.embed(tokens)  # (B, T, D)
+    h = family.decoder.hidden_states(embeds=x)  # (B, T, D)
+    for i in range(1, int(rank.max()) + 1):
+        before = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)  # (B, T, D)
+        x = torch.where((rank == i)[..., None], before, x)
+        h = family.decoder.hidden_states(embeds=x)
+    return family.decoder.logits(h)  # (B, T, V)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_the_segmented_training_pass_has_the_full_passes_gradients(window):
+    """Pass i runs only the positions not yet final against a cache kept in the graph: the logits
+    and every parameter's gradient equal those of n + 1 full passes (fp32)."""
+    family = coconut(window=window)
+    tokens = with_thoughts(batch=4, length=24)
+    tokens[3, 15:19] = THOUGHT  # a fourth row with a later, longer run
+    logits, grads = [], []
+    for run in (family.exact_logits, lambda t: multi_pass_logits(family, t)):
+        family.zero_grad()
+        out = run(tokens)  # (B, T, V)
+        (out.square().mean() + out[:, :, 7].sum()).backward()
+        logits.append(out.detach())
+        grads.append([p.grad.clone() for p in family.parameters()])
+    assert torch.allclose(logits[0], logits[1], atol=1e-5)
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_a_training_pass_with_thoughts_costs_about_one_pass():
+    """Three thoughts per row cost well under the four full passes of the plain schedule."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    family = coconut()
+    tokens = with_thoughts(length=24)
+    counts = []
+    for run in (family.exact_logits, family.decoder):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            run(tokens)
+        counts.append(counter.get_total_flops())
+    assert counts[0] <= 1.5 * counts[1], counts

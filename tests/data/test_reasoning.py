@@ -191,3 +191,15 @@ def test_a_mix_of_difficulties_draws_as_many_of_each():
     assert thoughts == {2: 5, 3: 5}
     with pytest.raises(ConfigError, match="an integer or a comma list"):
         parse_reasoning("reasoning:addition?digits=2-4")
+
+
+def test_the_curriculum_schedule_keeps_stage_zero_for_first_stage_steps():
+    from ltm.data.reasoning import parse_reasoning
+
+    plain = parse_reasoning("reasoning:addition?digits=4&stages=3&stage_steps=10")
+    assert [plain.stage_at(s) for s in (0, 9, 10, 19, 20, 30, 999)] == [0, 0, 1, 1, 2, 3, 3]
+    warm = parse_reasoning("reasoning:addition?digits=4&stages=3&stage_steps=10&first_stage_steps=25")
+    assert [warm.stage_at(s) for s in (0, 24, 25, 34, 35, 45, 999)] == [0, 0, 1, 1, 2, 3, 3]
+    assert parse_reasoning("reasoning:addition?digits=4").stage_at(10_000) == 0
+    with pytest.raises(ConfigError, match="first_stage_steps at least 0"):
+        parse_reasoning("reasoning:addition?digits=4&stages=3&stage_steps=10&first_stage_steps=-1")

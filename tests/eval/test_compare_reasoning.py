@@ -48,11 +48,12 @@ def test_each_run_is_scored_by_accuracy(tmp_path, capsys):
     assert task["steps"]["8"]["accuracy"] == steps["accuracy"] and task["steps"]["8"]["seeds"] == 1
     assert task["direct"]["8"]["flops_per_answer"] == direct["flops_per_answer"]
     assert (tmp_path / "out" / "accuracy_vs_compute.png").stat().st_size > 0
-    # Coconut's step costs more at each stage (one more pass per thought); max_steps 4 with
-    # stage_steps 1 trains one step at each of stages 0-3
+    # Coconut's step is measured at each stage (max_steps 4 with stage_steps 1 trains one step at
+    # each of stages 0-3); its thought passes run only the positions not yet final, so every stage
+    # costs about one pass (the counter counts a causal square in full, a segment's rectangle as is)
     cost = json.loads((tmp_path / "out" / "coconut" / "cost.json").read_text())
     stages = cost["stage_flops_per_step"]
-    assert len(stages) == 4 and all(a < b for a, b in zip(stages, stages[1:], strict=False))
+    assert len(stages) == 4 and len(set(stages)) > 1 and all(0.8 < s / stages[0] < 1.25 for s in stages)
     assert cost["training_flops"] == sum(stages) and cost["flops_per_step"] == stages[-1]
     plain = json.loads((tmp_path / "out" / "steps" / "cost.json").read_text())
     assert stages[0] == plain["flops_per_step"]  # stage 0 is vanilla with written steps

@@ -8,7 +8,8 @@
 As training data: `--dataset "reasoning:addition?digits=6&examples=20000&steps=1"` (`steps=0`: the
 answer follows the question directly), one example per block, padded; `&stages=S&thoughts=C&
 stage_steps=N` adds Coconut's curriculum (stage s replaces the first s steps by s x C thoughts,
-for N training steps each). Every token of the text is a training target unless `&mask=question`
+for N training steps each; `&first_stage_steps=M` keeps stage 0, every step written, for M).
+Every token of the text is a training target unless `&mask=question`
 (the question and its thoughts are given, not scored) or `&mask=steps` (only the answer line is
 scored); the Coconut family leaves its thought slots and `<|eot|>` unscored.
 

@@ -1,5 +1,5 @@
 """Reasoning dataset names: `reasoning:TASK?KNOB=VALUE&examples=N&steps=0|1&stages=S&thoughts=C&
-stage_steps=N&mask=none|question|steps`."""
+stage_steps=N&first_stage_steps=N&mask=none|question|steps`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ TASKS: dict[str, type[ReasoningTask]] = {
 PREFIX = "reasoning:"
 DEFAULT_EXAMPLES = 20_000
 GENERATOR_VERSION = 3  # raise when a generator changes what a seed draws (cached corpora are rebuilt)
-DEFAULTS = {"examples": DEFAULT_EXAMPLES, "steps": 1, "stages": 0, "thoughts": 1, "stage_steps": 0}
+DEFAULTS = {"examples": DEFAULT_EXAMPLES, "steps": 1, "stages": 0, "thoughts": 1, "stage_steps": 0,
+            "first_stage_steps": 0}
 MASKS = ("none", "question", "steps")  # what `mask=` leaves out of the loss (see ReasoningCorpus.mask)
 
 
@@ -41,6 +42,9 @@ class ReasoningCorpus:
             difficulty; an example with fewer steps has all of them replaced from its own count on.
         thoughts: Continuous thoughts c per replaced step (`thoughts=`, default 1).
         stage_steps: Training steps per stage before the last (`stage_steps=`; needed with stages).
+        first_stage_steps: Training steps at stage 0, all steps written, before the first is
+            replaced (`first_stage_steps=`; default 0: `stage_steps`). The Coconut paper trains
+            stage 0 longest, so the model can write the steps before it must think them.
         mask: The targets left out of the loss (`mask=`): "none" (the default: every token is a
             target), "question" (the question and, at a curriculum stage, its run of thoughts: what a
             model is given at test time), "steps" (all but the answer line).
@@ -53,6 +57,7 @@ class ReasoningCorpus:
     thoughts: int = 1
     stage_steps: int = 0
     mask: str = "none"
+    first_stage_steps: int = 0
 
     @property
     def task(self) -> ReasoningTask:
@@ -65,7 +70,10 @@ class ReasoningCorpus:
 
     def stage_at(self, step: int) -> int:
         """The curriculum stage of training step `step` (0 without a curriculum)."""
-        return min(step // self.stage_steps, self.stages) if self.stages else 0
+        if not self.stages:
+            return 0
+        first = self.first_stage_steps or self.stage_steps
+        return 0 if step < first else min(1 + (step - first) // self.stage_steps, self.stages)
 
     def drawn(self, seed: int = 0) -> list[ReasoningExample]:
         """The training examples: of the train split, as many of each difficulty (up to one), in a
@@ -134,9 +142,10 @@ def parse_reasoning(spec: str) -> ReasoningCorpus:
     if mask not in MASKS:
         raise ConfigError(f"mask={mask!r} in {spec!r} is not one of {', '.join(MASKS)} (what the loss "
                           f"leaves out: nothing, the question, or all but the answer).")
-    if v["examples"] < 2 or v["steps"] not in (0, 1) or v["thoughts"] < 1 or v["stages"] < 0:
+    if (v["examples"] < 2 or v["steps"] not in (0, 1) or v["thoughts"] < 1 or v["stages"] < 0
+            or v["first_stage_steps"] < 0):
         raise ConfigError(f"in {spec!r}, examples must be at least 2, steps 0 or 1, thoughts at least 1 "
-                          f"and stages at least 0.")
+                          f"and stages and first_stage_steps at least 0.")
     built = tuple(task(level) for level in levels)
     hardest = max(built, key=lambda t: t.steps_per_example)
     most = hardest.steps_per_example
@@ -147,7 +156,7 @@ def parse_reasoning(spec: str) -> ReasoningCorpus:
         raise ConfigError(f"a curriculum (stages={v['stages']} in {spec!r}) needs written steps to replace "
                           f"(steps=1) and stage_steps >= 1, the training steps of each stage.")
     return ReasoningCorpus(built, v["examples"], bool(v["steps"]), v["stages"], v["thoughts"],
-                           v["stage_steps"], mask)
+                           v["stage_steps"], mask, v["first_stage_steps"])
 
 
 def task_from_spec(spec: str) -> ReasoningTask:

@@ -44,7 +44,8 @@ from ltm.inference.bounds import density_refusal
 from ltm.training.config import ALIASES, TrainConfig, coerce_values, merge_values
 
 # One dataset, one tokenizer, one token budget: no run may set these on its own (but a run may
-# render the common reasoning task's examples its own way: direct, with steps, with a curriculum).
+# render the common reasoning task's examples its own way: direct, with steps, with a curriculum,
+# and size its blocks to its rendering: a reasoning block holds one padded example).
 SHARED_KEYS = ("data", "batch_size", "max_steps")  # the data section, each of its options (or alias)
 OWNED_KEYS = ("out_dir", "resume", "overwrite", "init_from", "trust_code")  # the comparison sets these itself
 TOP_KEYS = ("name", "out_dir", "common", "eval", "runs", "seeds", "controls")
@@ -279,6 +280,20 @@ def _same_examples(common: dict, key, value) -> bool:
     return ([t.spec for t in a.tasks], a.examples) == ([t.spec for t in b.tasks], b.examples)
 
 
+def _own_block(common: dict, key, value) -> bool:
+    """Whether `key` = `value` sets only the block size of a run on a reasoning task (and perhaps its
+    rendering of the same examples): one example per block, padded, so the block only sets the
+    padding (a direct answer needs half the block of written steps)."""
+    base = common.get("dataset", (common.get("data") or {}).get("dataset"))
+    if not (isinstance(base, str) and is_reasoning_spec(base)):
+        return False
+    name = str(key).replace("-", "_")
+    if name == "data" and isinstance(value, dict) and "block_size" in value:
+        return set(value) <= {"block_size", "dataset"} and (
+            "dataset" not in value or _same_examples(common, "dataset", value["dataset"]))
+    return name in ("block_size", "data.block_size")
+
+
 def _place(key) -> str:
     """The shared field or section a config key sets: 'vocab_size' (an alias) -> 'data'."""
     name = str(key).replace("-", "_")
@@ -313,8 +328,8 @@ def _run_spec(entry, index: int, common: dict, out_dir: Path, source: str,
         raise ConfigError(f"run name '{name}' in {source} must be a folder name (letters, digits, "
                           f"'_', '.', '-').")
     where = f"run '{name}' of {source}"
-    shared = [k for k in overrides
-              if _place(k) in SHARED_KEYS and not _same_examples(common, k, overrides[k])]
+    shared = [k for k in overrides if _place(k) in SHARED_KEYS and not _same_examples(common, k, overrides[k])
+              and not _own_block(common, k, overrides[k])]
     if shared:
         key = shared[0]
         raise ConfigError(f"runs in one comparison must share the data section, batch_size and max_steps "

@@ -115,12 +115,15 @@ def size_controls(comp: Comparison, vocab_size: int, batch, log=print) -> None:
 
 
 def run_step_cost(cfg, vocab_size: int, batch) -> dict:
-    """The run's step cost (`ltm.eval.flops.step_cost`) on `batch` of the common data; a run with a
-    curriculum (Coconut's stages) is measured on its own blocks at every stage."""
-    if not is_reasoning_spec(cfg.data.dataset) or not parse_reasoning(cfg.data.dataset).stages:
+    """The run's step cost (`ltm.eval.flops.step_cost`) on `batch` of the common data; a run on a
+    reasoning task is measured on its own blocks (its rendering, its block size), a run with a
+    curriculum (Coconut's stages) on its blocks at every stage."""
+    if not is_reasoning_spec(cfg.data.dataset):
         return step_cost(cfg, vocab_size, batch)
     corpus = parse_reasoning(cfg.data.dataset)
     train = prepare_data(cfg.data, cfg.data_cache_dir()).train
+    if not corpus.stages:
+        return step_cost(cfg, vocab_size, train.fixed_batches(cfg.batch_size, 1)[0])
     batches = [stage.fixed_batches(cfg.batch_size, 1)[0] for stage in train.stages]  # (B, T+1) each
     return staged_step_cost(cfg, vocab_size, batches, corpus.stage_at)
 
@@ -156,7 +159,7 @@ def prepare(comp: Comparison, log=print) -> dict:
                                       f"{str(err).splitlines()[0]}") from None
             cost.update(measured[inst.run.name])
             cost.setdefault("train_segments", [])
-        tokens_per_step = cfg.batch_size * cfg.data.block_size
+        tokens_per_step = cfg.batch_size * inst.config.data.block_size
         cost.update(model=inst.config.model, seed=inst.seed, max_steps=cfg.max_steps,
                     tokens_per_step=tokens_per_step, training_tokens=tokens_per_step * cfg.max_steps,
                     training_flops=cost.get("training_flops", cost["flops_per_step"] * cfg.max_steps))

@@ -17,7 +17,7 @@ TASK = "reasoning:parity?bits=8&examples=200"
 COMMON = dict(dataset=TASK + "&steps=0", vocab_size=262, block_size=66, d_model=32, n_layer=1, n_head=2,
               batch_size=8, max_steps=4, warmup_steps=1, eval_every=4, eval_batches=1, save_every=4,
               keep_last=0, progress=False)
-RUNS = [{"name": "direct", "model": "vanilla"},
+RUNS = [{"name": "direct", "model": "vanilla", "block_size": 34},  # its rendering: 32 + BOS/EOS
         {"name": "steps", "model": "vanilla", "dataset": TASK + "&steps=1"},
         {"name": "coconut", "model": "coconut", "dataset": TASK + "&stages=3&stage_steps=1"}]
 EVAL = dict(inner_steps=[0], batches=1, iwae_samples=2, protocol_steps=0,
@@ -85,7 +85,19 @@ def test_a_run_on_other_examples_is_refused(tmp_path):
         load_comparison(write(tmp_path, runs=runs))
 
 
+def test_a_reasoning_run_may_size_its_block_but_a_prose_run_may_not(tmp_path, capsys):
+    comp = load_comparison(write(tmp_path))
+    assert [r.config.data.block_size for r in comp.runs] == [34, 66, 66]
+    with pytest.raises(ConfigError, match="must share the data section"):
+        load_comparison(write(tmp_path, dataset="embedded", vocab_size=300))
+    too_short = [RUNS[0], {**RUNS[1], "block_size": 40}, RUNS[2]]  # written steps need 66
+    assert main(["--config", str(write(tmp_path, runs=too_short))]) == 2
+    assert "more than one block of 40; raise --block-size" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "direct" / "metrics.jsonl").exists()  # refused before training
+
+
 def test_quick_keeps_the_task_blocks(tmp_path):
     comp = load_comparison(write(tmp_path), quick=True)
-    assert comp.runs[0].config.data.block_size == 66 and comp.runs[0].config.data.vocab_size == 262
+    assert [r.config.data.block_size for r in comp.runs] == [34, 66, 66]
+    assert comp.runs[0].config.data.vocab_size == 262
     assert comp.eval.task == {"difficulties": [8], "examples": 8}

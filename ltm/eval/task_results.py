@@ -71,6 +71,7 @@ def write_task_plot(comp, means: dict, out_dir: Path) -> str | None:
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     levels = comp.eval.task["difficulties"]
     fig, axes = plt.subplots(1, len(levels), figsize=(4 * len(levels), 3.8), sharey=True, squeeze=False)
@@ -82,6 +83,7 @@ def write_task_plot(comp, means: dict, out_dir: Path) -> str | None:
                         yerr=[entry["accuracy_sd"] or 0.0], marker="o", capsize=3,
                         color=colors[i % len(colors)], label=name)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded 3x10^-2 labels
         ax.set_xlabel("GFLOP per greedy answer (counted)")
         ax.set_title(f"{_knob(comp)}={level}", fontsize=9)
         ax.grid(alpha=0.3)

@@ -60,6 +60,19 @@ def _knob(comp) -> str:
     return task_from_spec(comp.runs[0].config.data.dataset).knob
 
 
+def _few_log_ticks(ax, values: list[float]) -> None:
+    """Four labelled ticks spread geometrically over `values` on a log axis (matplotlib's own crowd
+    or vanish when the values span less than a decade)."""
+    import numpy as np
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    low, high = min(values), max(values)
+    ticks = np.geomspace(low, high, 4) if high > low * 1.01 else np.array([low])
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:.2g}" for t in ticks], fontsize=8)
+
+
 def write_task_plot(comp, means: dict, out_dir: Path) -> str | None:
     """Accuracy against GFLOP per answer, one panel per difficulty and one marker per run (the seeds'
     mean, their sd as an error bar); the file name, or None without matplotlib or scores."""
@@ -71,7 +84,6 @@ def write_task_plot(comp, means: dict, out_dir: Path) -> str | None:
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     levels = comp.eval.task["difficulties"]
     fig, axes = plt.subplots(1, len(levels), figsize=(4 * len(levels), 3.8), sharey=True, squeeze=False)
@@ -83,7 +95,7 @@ def write_task_plot(comp, means: dict, out_dir: Path) -> str | None:
                         yerr=[entry["accuracy_sd"] or 0.0], marker="o", capsize=3,
                         color=colors[i % len(colors)], label=name)
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded 3x10^-2 labels
+        _few_log_ticks(ax, [by_level[level]["flops_per_answer"] / 1e9 for by_level in means.values()])
         ax.set_xlabel("GFLOP per greedy answer (counted)")
         ax.set_title(f"{_knob(comp)}={level}", fontsize=9)
         ax.grid(alpha=0.3)

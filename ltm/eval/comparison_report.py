@@ -177,7 +177,11 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
                       if means else []),
                     "Each run and seed:", ""]
     data = scored[0]["data"] if scored else None
-    tokens = cfg.batch_size * cfg.data.block_size * cfg.max_steps
+    sizes = sorted({r.config.data.block_size for r in comp.runs})
+    blocks = (f"blocks of {sizes[0]} tokens, {cfg.max_steps} steps of {cfg.batch_size} blocks = "
+              f"{cfg.batch_size * sizes[0] * cfg.max_steps:,} training tokens per run" if len(sizes) == 1
+              else f"blocks of {sizes[0]} to {sizes[-1]} tokens (each run sizes its own: one padded "
+              f"example per block), {cfg.max_steps} steps of {cfg.batch_size} blocks")
     lines = [
         f"# Comparison: {comp.name}", "",
         f"- command: `{command}`",
@@ -189,9 +193,7 @@ def write_report(comp, costs: dict, command: str, sessions: list[dict]) -> Path:
         f"invocation(s) (this one {sessions[-1]['seconds']:.1f} s); training and scoring "
         f"{compute:.1f} s of it (summed over resumed segments)",
         f"- data: {cfg.data.dataset}, tokenizer {cfg.data.tokenizer} (vocabulary "
-        f"{cfg.data.vocab_size}), blocks of "
-        f"{cfg.data.block_size} tokens, {cfg.max_steps} steps of {cfg.batch_size} blocks = {tokens:,} "
-        f"training tokens per run",
+        f"{cfg.data.vocab_size}), {blocks}",
         f"- held-out scoring: validation split, {comp.eval.batches} batch(es)"
         + (f" = {data['blocks']} blocks, {data['tokens']} tokens" if data else "")
         + f", seed {comp.eval.seed}; nats per token; q fitted with "

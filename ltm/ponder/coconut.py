@@ -17,7 +17,8 @@ thought of every row off the hidden states of pass i - 1 (exact, since everythin
 already exact), the last pass gives the logits; gradients flow through every pass. As in the
 official implementation, each pass runs only the positions not yet final, reading the rest from a
 KV cache kept in the autograd graph (`GrowingKVCache`): a training step costs about one decoder
-pass plus a short segment per thought. Decoding with a
+pass plus a short segment per thought. Under activation checkpointing the n + 1 full passes run
+instead (a recomputed block must not write to the cache twice). Decoding with a
 KV cache feeds a thought slot the previous step's hidden state, so cached decoding equals the
 full pass.
 """
@@ -109,6 +110,8 @@ class Coconut(TokenLevelFamily):
         self.check_length(tokens.shape[1])
         is_thought = self._thought_slots(tokens)  # (B, T)
         rank = is_thought.cumsum(1) * is_thought  # (B, T): i for the i-th thought of its row, else 0
+        if self.decoder.checkpoint_blocks and torch.is_grad_enabled() or not is_thought.any():
+            return self._filled_by_full_passes(tokens, rank)
         x = self.decoder.embed(tokens)  # (B, T, D)
         cache = GrowingKVCache(self.decoder.cfg.n_layer, tokens.shape[1])
         final, start = [], 0  # hidden states no later pass changes; the first position not yet final
@@ -122,6 +125,19 @@ class Coconut(TokenLevelFamily):
             start = done
         final.append(self.decoder.hidden_states(embeds=x[:, start:], cache=cache))  # (B, T - start, D)
         return x, torch.cat(final, 1)  # (B, T, D) each
+
+    def _filled_by_full_passes(self, tokens: torch.Tensor, rank: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_filled` as n + 1 passes over the whole block, each filling every row's next thought.
+        Used under activation checkpointing (a block recomputed in the backward pass must not write
+        to a cache again) and without thoughts (one pass)."""
+        x = self.decoder.embed(tokens)  # (B, T, D)
+        h = self.decoder.hidden_states(embeds=x)  # (B, T, D)
+        for i in range(1, int(rank.max()) + 1):
+            before = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)  # (B, T, D): h of t - 1
+            x = torch.where((rank == i)[..., None], before, x)  # (B, T, D)
+            h = self.decoder.hidden_states(embeds=x)  # (B, T, D)
+        return x, h
 
     def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, h = self._filled(inputs)  # (B, T, D) each

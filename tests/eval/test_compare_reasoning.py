@@ -37,6 +37,7 @@ def test_each_run_is_scored_by_accuracy(tmp_path, capsys):
     capsys.readouterr()
     results = (tmp_path / "out" / "results.md").read_text()
     assert "Reasoning: greedy exact-match accuracy on 5 test questions" in results
+    assert "blocks of 34 to 66 tokens (each run sizes its own" in results
     for name in ("direct", "steps", "coconut"):
         (row,) = json.loads((tmp_path / "out" / name / "eval.json").read_text())["reasoning"]
         assert row["spec"] == "reasoning:parity?bits=8" and row["examples"] == 5

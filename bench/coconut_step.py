@@ -41,20 +41,6 @@ def blocks(batch: int, length: int, thoughts: tuple[int, int], question: tuple[i
     return tokens
 
 
-def full_passes(family: Coconut, tokens: torch.Tensor) -> torch.Tensor:
-    """The plain schedule: n + 1 passes over the whole block (B, T) -> logits (B, T, V)."""
-    slots = tokens == THOUGHT  # (B, T)
-    slots[:, 0] = False
-    rank = slots.cumsum(1) * slots  # (B, T)
-    x = family.decoder.embed(tokens)  # (B, T, D)
-    h = family.decoder.hidden_states(embeds=x)  # (B, T, D)
-    for i in range(1, int(rank.max()) + 1):
-        before = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)  # (B, T, D)
-        x = torch.where((rank == i)[..., None], before, x)
-        h = family.decoder.hidden_states(embeds=x)
-    return family.decoder.logits(h)  # (B, T, V)
-
-
 def main() -> None:
     ap = bench_parser(__doc__, vocab=262, d_model=128, layers=2, heads=4, batch=32, seq_len=90,
                       repeats=15, warmup=2, threads=2)
@@ -68,8 +54,8 @@ def main() -> None:
     family = Coconut(Decoder(cfg), thought_id=THOUGHT, eot_id=EOT)
     tokens = blocks(args.batch, args.seq_len, (10, 12), (33, 37), args.vocab)  # (B, T)
     with torch.no_grad():
-        assert torch.allclose(family.exact_logits(tokens), full_passes(family, tokens), atol=1e-4)
-    paths = {"segmented": family.exact_logits, "full passes": lambda t: full_passes(family, t),
+        assert torch.allclose(family.exact_logits(tokens), family.logits_by_full_passes(tokens), atol=1e-4)
+    paths = {"segmented": family.exact_logits, "full passes": family.logits_by_full_passes,
              "vanilla (floor)": family.decoder}
     times = {name: [] for name in paths}
     for r in range(args.warmup + args.repeats):

@@ -139,6 +139,12 @@ class Coconut(TokenLevelFamily):
             h = self.decoder.hidden_states(embeds=x)  # (B, T, D)
         return x, h
 
+    def logits_by_full_passes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of `tokens` (B, T) by the plain schedule of n + 1 passes over the whole
+        block: the same function as `exact_logits`, at n + 1 times the cost (a reference)."""
+        is_thought = self._thought_slots(tokens)  # (B, T)
+        return self.decoder.logits(self._filled_by_full_passes(tokens, is_thought.cumsum(1) * is_thought)[1])
+
     def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, h = self._filled(inputs)  # (B, T, D) each
         thoughts = (x * self._thought_slots(inputs)[..., None])[:, :, None]  # (B, T, 1, D)

@@ -121,20 +121,6 @@ def test_a_prompt_with_thoughts_costs_one_pass():
     assert counts[0] <= 1.25 * counts[1], counts
 
 
-def multi_pass_logits(family: Coconut, tokens: torch.Tensor) -> torch.Tensor:
-    """The plain n + 1 full passes: pass i fills every row's i-th thought from pass i - 1's states."""
-    slots = tokens == THOUGHT  # (B, T)
-    slots[:, 0] = False
-    rank = slots.cumsum(1) * slots  # (B, T)
-    x = family.decoder.embed(tokens)  # (B, T, D)
-    h = family.decoder.hidden_states(embeds=x)  # (B, T, D)
-    for i in range(1, int(rank.max()) + 1):
-        before = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)  # (B, T, D)
-        x = torch.where((rank == i)[..., None], before, x)
-        h = family.decoder.hidden_states(embeds=x)
-    return family.decoder.logits(h)  # (B, T, V)
-
-
 @pytest.mark.parametrize("window", [None, 4])
 def test_the_segmented_training_pass_has_the_full_passes_gradients(window):
     """Pass i runs only the positions not yet final against a cache kept in the graph: the logits
@@ -143,7 +129,7 @@ def test_the_segmented_training_pass_has_the_full_passes_gradients(window):
     tokens = with_thoughts(batch=4, length=24)
     tokens[3, 15:19] = THOUGHT  # a fourth row with a later, longer run
     logits, grads = [], []
-    for run in (family.exact_logits, lambda t: multi_pass_logits(family, t)):
+    for run in (family.exact_logits, family.logits_by_full_passes):
         family.zero_grad()
         out = run(tokens)  # (B, T, V)
         (out.square().mean() + out[:, :, 7].sum()).backward()

@@ -266,6 +266,11 @@ def _eval_settings(values: dict, source: str) -> EvalSettings:
     return settings
 
 
+def _common_dataset(common: dict):
+    """The dataset name `common:` sets (flat or under `data:`), or None."""
+    return common.get("dataset", (common.get("data") or {}).get("dataset"))
+
+
 def _same_examples(common: dict, key, value) -> bool:
     """Whether a run's `dataset` renders the same reasoning examples as the common one (the same task,
     difficulty and examples; written steps, direct answers or a curriculum may differ)."""
@@ -273,7 +278,7 @@ def _same_examples(common: dict, key, value) -> bool:
         key, value = "dataset", value["dataset"]
     if str(key) != "dataset" or not isinstance(value, str):
         return False
-    base = common.get("dataset", (common.get("data") or {}).get("dataset"))
+    base = _common_dataset(common)
     if not (isinstance(base, str) and is_reasoning_spec(base) and is_reasoning_spec(value)):
         return False
     a, b = parse_reasoning(base), parse_reasoning(value)
@@ -284,7 +289,7 @@ def _own_block(common: dict, key, value) -> bool:
     """Whether `key` = `value` sets only the block size of a run on a reasoning task (and perhaps its
     rendering of the same examples): one example per block, padded, so the block only sets the
     padding (a direct answer needs half the block of written steps)."""
-    base = common.get("dataset", (common.get("data") or {}).get("dataset"))
+    base = _common_dataset(common)
     if not (isinstance(base, str) and is_reasoning_spec(base)):
         return False
     name = str(key).replace("-", "_")

@@ -16,7 +16,7 @@ Training fills the thoughts in n + 1 passes for n thoughts per row at most: pass
 thought of every row off the hidden states of pass i - 1 (exact, since everything before it is
 already exact), the last pass gives the logits; gradients flow through every pass. As in the
 official implementation, each pass runs only the positions not yet final, reading the rest from a
-KV cache kept in the autograd graph (`GrowingKVCache`): a training step costs about one decoder
+KV cache kept in the autograd graph (`ConcatKVCache`): a training step costs about one decoder
 pass plus a short segment per thought. Under activation checkpointing the n + 1 full passes run
 instead (a recomputed block must not write to the cache twice). Decoding with a
 KV cache feeds a thought slot the previous step's hidden state, so cached decoding equals the
@@ -36,7 +36,7 @@ from ltm.core.sites import IGNORE_INDEX, SEQUENCE_PLATE, THOUGHT_SITE, TOKEN_SIT
 from ltm.data.reasoning import EOT, THOUGHT
 from ltm.models.decoder import Decoder
 from ltm.models.family import DecodeState
-from ltm.models.growing_kv_cache import GrowingKVCache
+from ltm.ponder.grad_cache import ConcatKVCache
 from ltm.ponder.token_level import TokenLevelFamily
 
 
@@ -100,6 +100,11 @@ class Coconut(TokenLevelFamily):
         slots[:, 0] = False
         return slots
 
+    def _thought_rank(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T): i at the i-th thought slot of its row, 0 elsewhere."""
+        is_thought = self._thought_slots(tokens)  # (B, T)
+        return is_thought.cumsum(1) * is_thought
+
     def _filled(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input embeddings (B, T, D) of `tokens` (B, T) with every thought slot filled, and the
         final hidden states (B, T, D).
@@ -108,12 +113,11 @@ class Coconut(TokenLevelFamily):
         one, reading everything before from a cache that stays in the autograd graph; so n
         thoughts per row cost about one decoder pass plus n short segments, not n + 1 passes."""
         self.check_length(tokens.shape[1])
-        is_thought = self._thought_slots(tokens)  # (B, T)
-        rank = is_thought.cumsum(1) * is_thought  # (B, T): i for the i-th thought of its row, else 0
-        if self.decoder.checkpoint_blocks and torch.is_grad_enabled() or not is_thought.any():
+        rank = self._thought_rank(tokens)  # (B, T)
+        if self.decoder.checkpoint_blocks and torch.is_grad_enabled() or not rank.any():
             return self._filled_by_full_passes(tokens, rank)
         x = self.decoder.embed(tokens)  # (B, T, D)
-        cache = GrowingKVCache(self.decoder.cfg.n_layer, tokens.shape[1])
+        cache = ConcatKVCache(self.decoder.cfg.n_layer)
         final, start = [], 0  # hidden states no later pass changes; the first position not yet final
         for i in range(1, int(rank.max()) + 1):
             rows, cols = (rank == i).nonzero(as_tuple=True)  # (m,) each: every row's i-th thought
@@ -142,8 +146,7 @@ class Coconut(TokenLevelFamily):
     def logits_by_full_passes(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) of `tokens` (B, T) by the plain schedule of n + 1 passes over the whole
         block: the same function as `exact_logits`, at n + 1 times the cost (a reference)."""
-        is_thought = self._thought_slots(tokens)  # (B, T)
-        return self.decoder.logits(self._filled_by_full_passes(tokens, is_thought.cumsum(1) * is_thought)[1])
+        return self.decoder.logits(self._filled_by_full_passes(tokens, self._thought_rank(tokens))[1])
 
     def train_hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, h = self._filled(inputs)  # (B, T, D) each

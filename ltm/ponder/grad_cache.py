@@ -4,7 +4,8 @@
 differentiate through across several forward calls. `ConcatKVCache` instead keeps the keys and
 values of each layer as a list of chunks and concatenates them on read, so gradients flow from a
 later pass into the keys and values written by an earlier one (training of the level-by-level
-families), at the cost of one concatenation per layer and call.
+families, Coconut's thought segments), at the cost of one concatenation per layer and call;
+`truncate` drops the slots from a position on, so a segment can be run again.
 """
 
 from __future__ import annotations
@@ -38,3 +39,11 @@ class ConcatKVCache:
     def advance(self, n: int) -> None:
         """Mark n more slots as filled (called once per forward)."""
         self.length += n
+
+    def truncate(self, length: int) -> None:
+        """Keep only the first `length` slots (a view: the graph of what is kept is unchanged)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} slots to {length}.")
+        self.keys = [None if k is None else k[:, :, :length] for k in self.keys]
+        self.values = [None if v is None else v[:, :, :length] for v in self.values]
+        self.length = length

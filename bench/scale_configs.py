@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import re
 import resource
 import statistics
@@ -45,6 +44,7 @@ from pathlib import Path
 import torch
 from _args import bench_parser
 
+from ltm.core.hardware import cpu_model
 from ltm.eval.flops import step_cost
 from ltm.inference import DualRateOptimizer
 from ltm.training.build import build_model, build_run_guide
@@ -155,21 +155,10 @@ def matmul_peak(precision: str, threads: int, size: int = 2048, repeats: int = 5
     return 2 * size**3 / statistics.median(times)
 
 
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def header(r: dict, peak_flops: float) -> list[str]:
     """The config's `# MEASURED` lines."""
     mfu = r["flops_per_step"] / r["step_s"] / peak_flops if r["flops_per_step"] else float("nan")
-    cpu = cpu_name()
+    cpu = cpu_model()
     return [f"# MEASURED (python bench/scale_configs.py --update-headers; {cpu}, {os.cpu_count()} cores, "
             f"{r['threads']} threads, {r['precision']}, B {r['batch']}, T {r['block']}):",
             f"#   {r['params'] / 1e6:.1f}M parameters; {r['flops_per_token'] / 1e9:.2f} GFLOP per token "

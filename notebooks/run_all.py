@@ -41,7 +41,7 @@ def machine() -> str:
     """The CPU model, core count and torch build, as the comparisons name them."""
     import torch
 
-    from ltm.eval.comparison_report import cpu_model
+    from ltm.core.hardware import cpu_model
 
     return (f"{cpu_model()}, {os.cpu_count()} cores ({platform.system()} {platform.machine()}), "
             f"torch {torch.__version__}")

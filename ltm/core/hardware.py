@@ -1,4 +1,4 @@
-"""What the hardware does natively in bf16: read once from /proc/cpuinfo (or asked of CUDA).
+"""What the hardware is and does natively in bf16: read once from /proc/cpuinfo (or asked of CUDA).
 
 Mixed precision (`ltm.training.precision`) decides from `cpu_bf16_flags` whether bf16 is native;
 the attention layers ask `bf16_attention_pays` whether to run their kernel in bf16 or fp32 under
@@ -8,11 +8,24 @@ bf16 autocast (on a CPU with AVX512-BF16 but no AMX, bf16 attention ran slower t
 from __future__ import annotations
 
 import functools
+import platform
 from pathlib import Path
 
 import torch
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows of it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 @functools.cache

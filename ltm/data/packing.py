@@ -17,8 +17,18 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from ltm.core.errors import ConfigError
+
 _CHUNK_CHARS = 200_000  # text per encode_batch call in `pack` (progress granularity)
 _PROGRESS_CHARS = 1_000_000  # show a progress bar above this much text
+
+
+def check_split(val_fraction: float, max_documents: int | None) -> None:
+    """Refuse a held-out fraction outside [0, 1) or a document limit below 1."""
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    if max_documents is not None and max_documents < 1:
+        raise ConfigError(f"max_documents must be at least 1 or None, got {max_documents}.")
 
 
 def split_documents(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,11 +22,11 @@ import numpy as np
 import tokenizers
 from tokenizers import Tokenizer
 
-from ltm.core.errors import ConfigError, DataError, MissingFileError
+from ltm.core.errors import ConfigError, DataError
 from ltm.data import corpus, reasoning, shards
 from ltm.data import tokenizer as tk
 from ltm.data.blocks import TokenBlocks
-from ltm.data.packing import pack, split_documents
+from ltm.data.packing import check_split, pack, split_documents
 from ltm.data.reasoning_data import build_reasoning, open_reasoning
 
 CACHE_VERSION = 1
@@ -89,15 +89,8 @@ class PreparedData:
 def _check(cfg: DataConfig) -> None:
     if cfg.block_size < 1:
         raise ConfigError(f"block_size must be at least 1, got {cfg.block_size}.")
-    if not 0 <= cfg.val_fraction < 1:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}.")
-    if cfg.max_documents is not None and cfg.max_documents < 1:
-        raise ConfigError(f"max_documents must be at least 1 or None, got {cfg.max_documents}.")
-    if cfg.tokenizer == "bpe":
-        tk.check_bpe_vocab_size(cfg.vocab_size)
-    elif not Path(cfg.tokenizer).expanduser().is_file():
-        raise MissingFileError(f"tokenizer file {cfg.tokenizer!r} does not exist; pass the path to a "
-                               f"tokenizer.json, or tokenizer='bpe' to train one on the data.")
+    check_split(cfg.val_fraction, cfg.max_documents)
+    tk.check_tokenizer_choice(cfg.tokenizer, cfg.vocab_size, "tokenizer='bpe'")
 
 
 def cache_key(cfg: DataConfig) -> str:

@@ -88,15 +88,8 @@ def check_config(cfg: ShardConfig, num_proc: int) -> None:
     for name in ("shard_tokens", "chunk_chars"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}.")
-    if not 0 <= cfg.val_fraction < 1:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}.")
-    if cfg.max_documents is not None and cfg.max_documents < 1:
-        raise ConfigError(f"max_documents must be at least 1 or None, got {cfg.max_documents}.")
-    if cfg.tokenizer == "bpe":
-        tk.check_bpe_vocab_size(cfg.vocab_size)
-    elif not Path(cfg.tokenizer).expanduser().is_file():
-        raise MissingFileError(f"tokenizer file {cfg.tokenizer!r} does not exist; pass the path to a "
-                               f"tokenizer.json, or --tokenizer bpe to train one on the data.")
+    packing.check_split(cfg.val_fraction, cfg.max_documents)
+    tk.check_tokenizer_choice(cfg.tokenizer, cfg.vocab_size, "--tokenizer bpe")
 
 
 def _fingerprint(cfg: ShardConfig, rows) -> dict:

@@ -36,6 +36,22 @@ def check_bpe_vocab_size(vocab_size: int, extra_special: int = 0) -> None:
             f"(256 bytes + {specials} special tokens); set vocab_size >= {least}.")
 
 
+
+def check_tokenizer_choice(tokenizer: str, vocab_size: int, bpe_option: str) -> None:
+    """Refuse a byte-level BPE vocabulary too small for it, or a tokenizer.json that does not exist.
+
+    Args:
+        tokenizer: "bpe" or a tokenizer.json path.
+        vocab_size: The BPE's vocabulary (read only for "bpe").
+        bpe_option: How the caller's user asks for a BPE, for the message ("--tokenizer bpe").
+    """
+    if tokenizer == "bpe":
+        check_bpe_vocab_size(vocab_size)
+    elif not Path(tokenizer).expanduser().is_file():
+        raise MissingFileError(f"tokenizer file {tokenizer!r} does not exist; pass the path to a "
+                               f"tokenizer.json, or {bpe_option} to train one on the data.")
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int, length: int | None = None,
               extra_special: Sequence[str] = ()) -> Tokenizer:
     """Train a byte-level BPE on `texts` (deterministic for the same texts).

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ltm.core.hardware import cpu_model
 from ltm.eval.comparison_summary import collect, differences, format_controls, format_summary, write_summary
 from ltm.eval.exact import EXACT_LABEL
 from ltm.eval.task_results import format_task_means, task_means, write_task_plot
@@ -32,16 +33,6 @@ RESULTS_FILE = "results.md"
 PLOTS = {"tokens": "val_bound_vs_tokens.png", "flops": "val_bound_vs_flops.png",
          "k": "eval_bound_vs_k.png"}
 NONE = "—"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _read(path: Path) -> dict | None:

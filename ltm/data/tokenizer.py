@@ -36,7 +36,6 @@ def check_bpe_vocab_size(vocab_size: int, extra_special: int = 0) -> None:
             f"(256 bytes + {specials} special tokens); set vocab_size >= {least}.")
 
 
-
 def check_tokenizer_choice(tokenizer: str, vocab_size: int, bpe_option: str) -> None:
     """Refuse a byte-level BPE vocabulary too small for it, or a tokenizer.json that does not exist.
 

@@ -114,7 +114,7 @@ class Coconut(TokenLevelFamily):
         thoughts per row cost about one decoder pass plus n short segments, not n + 1 passes."""
         self.check_length(tokens.shape[1])
         rank = self._thought_rank(tokens)  # (B, T)
-        if self.decoder.checkpoint_blocks and torch.is_grad_enabled() or not rank.any():
+        if (self.decoder.checkpoint_blocks and torch.is_grad_enabled()) or not rank.any():
             return self._filled_by_full_passes(tokens, rank)
         x = self.decoder.embed(tokens)  # (B, T, D)
         cache = ConcatKVCache(self.decoder.cfg.n_layer)
